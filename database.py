@@ -1,0 +1,641 @@
+"""The inventory: events, sectors, reservations and the ledger, kept in SQLite.
+
+Every guarantee of the box office that survives a crash lives here, in the database, not in server
+memory: the conditional decrement (`available >= quantity`) and the `CHECK (available >= 0)` refuse an
+oversell even when several server processes share one file; the unique `request_id` makes a retried
+reservation return the original; `synchronous=FULL` in WAL mode puts each commit on disk before the
+server answers.
+
+Writes go through one writer thread per process that commits whatever requests are waiting in a single
+transaction (group commit): each request runs inside its own savepoint, so a refusal undoes only that
+request, and one fsync covers the whole batch. That thread is the in-process mutual exclusion;
+`BEGIN IMMEDIATE` is the one across processes. Reads use a small pool of connections and never wait for
+writes (WAL readers see the last commit).
+
+This module knows nothing of RPyC; it speaks in records (records.py) and refusals (errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
+from records import Event, LedgerEntry, Reservation, Sector
+
+log = logging.getLogger("bilheteria.database")
+
+T = TypeVar("T")
+
+DEFAULT_HOLD_SECONDS = 600.0
+DEFAULT_MAX_PER_ORDER = 10
+MAX_TEXT = 200
+MAX_EMAIL = 254
+MAX_CAPACITY = 1_000_000
+MAX_PRICE_CENTS = 100_000_000
+MAX_SECTORS = 50
+BATCH_LIMIT = 256
+WRITE_TIMEOUT_SECONDS = 30.0
+CATEGORIES = {"full": (1, 1), "half": (1, 2)}
+"""Price category -> (numerator, denominator) of the sector price; half rounds up to the cent."""
+
+EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+"""No 0/O or 1/I: codes are read aloud at a counter."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the core schema.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        venue TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('on_sale', 'paused', 'cancelled')),
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE sectors (
+        event_id INTEGER NOT NULL REFERENCES events(id),
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
+        capacity INTEGER NOT NULL CHECK (capacity >= 0),
+        available INTEGER NOT NULL CHECK (available >= 0 AND available <= capacity),
+        PRIMARY KEY (event_id, name)
+    );
+    CREATE TABLE reservations (
+        code TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        event_id INTEGER NOT NULL,
+        sector TEXT NOT NULL,
+        quantity INTEGER NOT NULL CHECK (quantity > 0),
+        customer TEXT NOT NULL,
+        email TEXT NOT NULL,
+        category TEXT NOT NULL CHECK (category IN ('full', 'half')),
+        unit_price_cents INTEGER NOT NULL,
+        total_cents INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('held', 'confirmed', 'cancelled', 'expired')),
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        FOREIGN KEY (event_id, sector) REFERENCES sectors(event_id, name)
+    );
+    CREATE INDEX reservations_by_sector ON reservations(event_id, sector, status);
+    CREATE INDEX reservations_held ON reservations(expires_at) WHERE status = 'held';
+    CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        action TEXT NOT NULL,
+        code TEXT,
+        event_id INTEGER,
+        sector TEXT,
+        quantity INTEGER,
+        detail TEXT
+    );
+    """,
+    # 2: events carry their currency, so a catalogue can mix them later without guessing.
+    """
+    ALTER TABLE events ADD COLUMN currency TEXT NOT NULL DEFAULT 'BRL';
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[tuple[str, int, int], ...]], ...] = (
+    ("Noite de Abertura - Rock na Praia", "Arena Copacabana, Rio de Janeiro", "2027-03-13T20:00:00-03:00",
+     (("Pista", 25000, 300), ("VIP", 68000, 50))),
+    ("Bachianas Brasileiras", "Sala São Paulo, São Paulo", "2027-04-02T21:00:00-03:00",
+     (("Plateia", 9000, 120), ("Camarote", 18000, 30))),
+    ("Stand-up: Noite de Estreia", "Teatro Rival, Rio de Janeiro", "2027-02-20T22:00:00-03:00",
+     (("Geral", 6000, 80),)),
+)
+
+_RESERVATION_COLUMNS = (
+    "code, event_id, sector, quantity, customer, email, category, unit_price_cents, total_cents, "
+    "status, created_at, expires_at"
+)
+
+
+def iso(timestamp: float | None) -> str | None:
+    """UTC ISO 8601 to the second: what records carry, so every client reads times the same way."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_code() -> str:
+    """A short code a clerk can read aloud (`K7Q-2M9`): 30 random bits, about a billion values."""
+    bits = secrets.randbits(30)
+    chars = [CODE_ALPHABET[(bits >> (5 * i)) & 31] for i in range(6)]
+    return "".join(chars[:3]) + "-" + "".join(chars[3:])
+
+
+def _reservation(row: tuple) -> Reservation:
+    return Reservation(*row[:10], iso(row[10]), iso(row[11]))
+
+
+def _clean_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
+    text = value.strip()
+    if not text:
+        raise InvalidRequest(f"{what} must not be empty")
+    if len(text) > limit:
+        raise InvalidRequest(f"{what} is too long ({len(text)} characters, at most {limit})")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise InvalidRequest(f"{what} must not contain control characters")
+    return text
+
+
+def _clean_email(value: str) -> str:
+    email = _clean_text(value, "email", MAX_EMAIL)
+    if not EMAIL_SHAPE.fullmatch(email):
+        raise InvalidRequest(f"{email!r} does not look like an email address (name@domain.tld)")
+    return email
+
+
+def _clean_starts_at(value: str) -> str:
+    text = _clean_text(value, "starts_at", 40)
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(f"starts_at {text!r} is not an ISO 8601 date and time (e.g. 2027-03-13T20:00:00-03:00)") from None
+    return text
+
+
+class _Job:
+    """One write waiting for the writer thread; the caller blocks on `done`."""
+
+    __slots__ = ("done", "error", "op", "result")
+
+    def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+        self.op = op
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Store:
+    """The box office's durable state in one SQLite file, safe for many threads and many processes."""
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path = "tickets.db",
+        *,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
+        max_per_order: int = DEFAULT_MAX_PER_ORDER,
+        seed_demo: bool = True,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if hold_seconds <= 0:
+            raise ValueError("hold_seconds must be positive")
+        self.path = str(path)
+        self.hold_seconds = float(hold_seconds)
+        self.max_per_order = max_per_order
+        self.clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._writer_connection = self._connect()
+        self._migrate(seed_demo)
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+        expired = self.expire_holds()
+        if expired:
+            log.info("expired %d holds that lapsed while the server was down", expired)
+
+    # -- connections and transactions ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
+        connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        with self._connections_lock:
+            self._all_connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            connection = self._readers.get_nowait()
+        except queue.Empty:
+            connection = self._connect()
+        try:
+            yield connection
+        except sqlite3.Error as exc:
+            raise Unavailable(f"database error: {exc}") from exc
+        finally:
+            if connection.in_transaction:
+                connection.rollback()
+            self._readers.put(connection)
+
+    def _migrate(self, seed_demo: bool) -> None:
+        connection = self._writer_connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema version {version}, newer than this program ({SCHEMA_VERSION})")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                log.info("migrated %s to schema version %d", self.path, number + 1)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == 0 and seed_demo:
+                for name, venue, starts_at, sectors in DEMO_CATALOGUE:
+                    self._insert_event(connection, name, venue, starts_at, sectors)
+                log.info("seeded the demo catalogue (%d events)", len(DEMO_CATALOGUE))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` inside the next group-commit transaction and return once it is durable."""
+        if self._closed:
+            raise Unavailable("the store is closed")
+        job = _Job(op)
+        self._jobs.put(job)
+        if not job.done.wait(WRITE_TIMEOUT_SECONDS):
+            raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(more)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Job]) -> None:
+        connection = self._writer_connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                connection.execute("SAVEPOINT request")
+                try:
+                    job.result = job.op(connection)
+                except Exception as exc:  # noqa: BLE001 - whatever went wrong, only this request's savepoint is undone
+                    connection.execute("ROLLBACK TO request")
+                    job.error = exc if isinstance(exc, ReservationError) else self._as_unavailable(exc)
+                connection.execute("RELEASE request")
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            log.error("batch of %d writes not committed: %s", len(batch), exc)
+            for job in batch:
+                job.result, job.error = None, Unavailable(f"the database could not commit: {exc}")
+        for job in batch:
+            job.done.set()
+
+    @staticmethod
+    def _as_unavailable(exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            return Unavailable(f"database error: {exc}")
+        log.exception("unexpected error inside a write", exc_info=exc)
+        return exc
+
+    def close(self) -> None:
+        """Finish queued writes, then close every connection (the WAL is checkpointed by the last close)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        self._writer.join(timeout=30)
+        with self._connections_lock:
+            for connection in self._all_connections:
+                connection.close()
+            self._all_connections.clear()
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def list_events(self) -> tuple[Event, ...]:
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available "
+                "FROM events e LEFT JOIN sectors s ON s.event_id = e.id ORDER BY e.id, s.position"
+            ).fetchall()
+        return tuple(self._events_from_rows(rows))
+
+    def get_event(self, event_id: int) -> Event:
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available "
+                "FROM events e LEFT JOIN sectors s ON s.event_id = e.id WHERE e.id = ? ORDER BY s.position",
+                (event_id,),
+            ).fetchall()
+        if not rows:
+            raise NotFound(f"No event with id {event_id}")
+        return self._events_from_rows(rows)[0]
+
+    @staticmethod
+    def _events_from_rows(rows: Iterable[tuple]) -> list[Event]:
+        events: list[Event] = []
+        heads: dict[int, tuple] = {}
+        sectors: dict[int, list[Sector]] = {}
+        for event_id, name, venue, starts_at, status, *sector in rows:
+            if event_id not in heads:
+                heads[event_id] = (event_id, name, venue, starts_at, status)
+                sectors[event_id] = []
+            if sector[0] is not None:
+                sectors[event_id].append(Sector(*sector))
+        for event_id, head in heads.items():
+            events.append(Event(*head, tuple(sectors[event_id])))
+        return events
+
+    def get_reservation(self, code: str, email: str) -> Reservation:
+        with self._reader() as connection:
+            row = connection.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code.strip().upper(),)).fetchone()
+        return self._owned(row, code, email)
+
+    @staticmethod
+    def _owned(row: tuple | None, code: str, email: str) -> Reservation:
+        """The reservation if the email matches; a wrong email looks exactly like a wrong code."""
+        if row is None or row[5].casefold() != email.strip().casefold():
+            raise NotFound(f"No reservation {code.strip().upper()!r} for that email")
+        return _reservation(row)
+
+    def ledger(self, since: int = 0, limit: int = 1000) -> tuple[LedgerEntry, ...]:
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT seq, at, action, code, event_id, sector, quantity FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        return tuple(LedgerEntry(seq, iso(at), *rest) for seq, at, *rest in rows)
+
+    def reservations(self, event_id: int | None = None) -> tuple[Reservation, ...]:
+        """Every reservation (of one event): for audits and tests, not for the hot path."""
+        query = f"SELECT {_RESERVATION_COLUMNS} FROM reservations"
+        params: tuple = ()
+        if event_id is not None:
+            query += " WHERE event_id = ?"
+            params = (event_id,)
+        with self._reader() as connection:
+            rows = connection.execute(query + " ORDER BY created_at, code", params).fetchall()
+        return tuple(_reservation(row) for row in rows)
+
+    def check_invariants(self) -> list[str]:
+        """Violations of capacity == available + held + confirmed, per sector; empty when healthy."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT s.event_id, s.name, s.capacity, s.available, "
+                "COALESCE(SUM(CASE WHEN r.status = 'held' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' THEN r.quantity END), 0) "
+                "FROM sectors s LEFT JOIN reservations r ON r.event_id = s.event_id AND r.sector = s.name "
+                "GROUP BY s.event_id, s.name ORDER BY s.event_id, s.position"
+            ).fetchall()
+        return [
+            f"event {event_id} sector {name!r}: capacity {capacity} != available {available} + held {held} + confirmed {confirmed}"
+            for event_id, name, capacity, available, held, confirmed in rows
+            if capacity != available + held + confirmed
+        ]
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        event_id: int,
+        quantity: int,
+        customer: str,
+        email: str,
+        sector: str | None = None,
+        category: str = "full",
+        request_id: str | None = None,
+        confirm: bool = False,
+    ) -> Reservation:
+        """Hold (or, with confirm, sell) tickets; the same request_id always answers with the same reservation."""
+        if not 1 <= quantity <= self.max_per_order:
+            raise InvalidRequest(f"quantity must be between 1 and {self.max_per_order}, not {quantity}")
+        customer = _clean_text(customer, "customer name")
+        email = _clean_email(email)
+        if category not in CATEGORIES:
+            raise InvalidRequest(f"category must be 'full' or 'half', not {category[:20]!r}")
+        if sector is not None:
+            sector = _clean_text(sector, "sector", 100)
+        request_id = uuid.uuid4().hex if request_id is None else _clean_text(request_id, "request_id", 100)
+        wanted = (event_id, sector, quantity, customer, email, category)
+
+        def op(connection: sqlite3.Connection) -> Reservation:
+            existing = connection.execute(
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            if existing is not None:
+                return self._replayed(existing, wanted)
+            now = self.clock()
+            sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
+            if event_status != "on_sale":
+                raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
+            updated = connection.execute(
+                "UPDATE sectors SET available = available - ? WHERE event_id = ? AND name = ? AND available >= ?",
+                (quantity, event_id, sector_name, quantity),
+            ).rowcount
+            if updated != 1:
+                left = connection.execute(
+                    "SELECT available FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
+                ).fetchone()[0]
+                if left:
+                    raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
+                raise SoldOut(f"{sector_name} for {event_name} is sold out")
+            numerator, denominator = CATEGORIES[category]
+            unit = -(-price * numerator // denominator)
+            status, expires_at = ("confirmed", None) if confirm else ("held", now + self.hold_seconds)
+            details = (event_id, sector_name, quantity, customer, email, category, unit, unit * quantity, status, now, expires_at)
+            row = self._insert_reservation(connection, details, request_id)
+            self._record(connection, now, "sell" if confirm else "hold", row[0], event_id, sector_name, quantity)
+            return _reservation(row)
+
+        return self._submit(op)
+
+    @staticmethod
+    def _insert_reservation(connection: sqlite3.Connection, details: tuple, request_id: str) -> tuple:
+        """Insert under a fresh code; a clash between two random codes is rare enough to just draw again."""
+        for attempt in range(5):
+            row = (new_code(), *details)
+            try:
+                connection.execute(
+                    f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, request_id),
+                )
+            except sqlite3.IntegrityError:
+                if attempt == 4:
+                    raise
+                continue
+            return row
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _replayed(row: tuple, wanted: tuple) -> Reservation:
+        event_id, sector, quantity, customer, email, category = wanted
+        same = (row[1], row[3], row[4], row[5].casefold(), row[6]) == (event_id, quantity, customer, email.casefold(), category)
+        if not same or (sector is not None and sector != row[2]):
+            raise InvalidRequest("this request_id was already used for a different reservation")
+        return _reservation(row)
+
+    @staticmethod
+    def _sector_for_sale(connection: sqlite3.Connection, event_id: int, sector: str | None) -> tuple[str, int, str, str]:
+        rows = connection.execute(
+            "SELECT s.name, s.price_cents, e.name, e.status FROM events e LEFT JOIN sectors s ON s.event_id = e.id "
+            "WHERE e.id = ? ORDER BY s.position",
+            (event_id,),
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"No event with id {event_id}")
+        if sector is None:
+            if len(rows) > 1:
+                names = ", ".join(row[0] for row in rows)
+                raise InvalidRequest(f"{rows[0][2]} has several sectors ({names}); say which one")
+            return rows[0]
+        for row in rows:
+            if row[0] == sector:
+                return row
+        names = ", ".join(row[0] for row in rows if row[0] is not None)
+        raise NotFound(f"{rows[0][2]} has no sector {sector!r} (sectors: {names})")
+
+    def confirm(self, code: str, email: str) -> Reservation:
+        """Turn a hold into a sale; confirming twice answers with the same sale."""
+
+        def op(connection: sqlite3.Connection) -> Reservation:
+            row = self._locked_reservation(connection, code, email)
+            status, expires_at = row[9], row[11]
+            if status == "confirmed":
+                return _reservation(row)
+            if status == "cancelled":
+                raise InvalidRequest(f"Reservation {row[0]} was cancelled; make a new one")
+            now = self.clock()
+            if status == "expired" or expires_at <= now:
+                raise HoldExpired(f"Reservation {row[0]} expired at {iso(expires_at)}; its tickets went back on sale")
+            event_status = connection.execute("SELECT status FROM events WHERE id = ?", (row[1],)).fetchone()[0]
+            if event_status == "cancelled":
+                raise EventClosed(f"The event of reservation {row[0]} was cancelled")
+            connection.execute("UPDATE reservations SET status = 'confirmed', expires_at = NULL WHERE code = ?", (row[0],))
+            self._record(connection, now, "confirm", row[0], row[1], row[2], row[3])
+            return _reservation((*row[:9], "confirmed", row[10], None))
+
+        return self._submit(op)
+
+    def cancel(self, code: str, email: str) -> Reservation:
+        """Give the tickets back; cancelling twice (or a lapsed hold) changes nothing and says how it stands."""
+
+        def op(connection: sqlite3.Connection) -> Reservation:
+            row = self._locked_reservation(connection, code, email)
+            if row[9] not in ("held", "confirmed"):
+                return _reservation(row)
+            now = self.clock()
+            self._release(connection, now, "cancel", row)
+            return _reservation((*row[:9], "cancelled", row[10], None))
+
+        return self._submit(op)
+
+    def _locked_reservation(self, connection: sqlite3.Connection, code: str, email: str) -> tuple:
+        row = connection.execute(
+            f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code.strip().upper(),)
+        ).fetchone()
+        self._owned(row, code, email)
+        return row
+
+    def _release(self, connection: sqlite3.Connection, now: float, action: str, row: tuple) -> None:
+        new_status = "cancelled" if action == "cancel" else "expired"
+        keep_expiry = row[11] if new_status == "expired" else None
+        changed = connection.execute(
+            "UPDATE reservations SET status = ?, expires_at = ? WHERE code = ? AND status IN ('held', 'confirmed')",
+            (new_status, keep_expiry, row[0]),
+        ).rowcount
+        if changed:
+            connection.execute(
+                "UPDATE sectors SET available = available + ? WHERE event_id = ? AND name = ?", (row[3], row[1], row[2])
+            )
+            self._record(connection, now, action, row[0], row[1], row[2], row[3])
+
+    def expire_holds(self, limit: int = 500) -> int:
+        """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once)."""
+
+        def op(connection: sqlite3.Connection) -> int:
+            now = self.clock()
+            rows = connection.execute(
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE status = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for row in rows:
+                self._release(connection, now, "expire", row)
+            return len(rows)
+
+        return self._submit(op)
+
+    def create_event(self, name: str, venue: str, starts_at: str, sectors: tuple[tuple[str, int, int], ...]) -> Event:
+        """A new event on sale with its sectors, all or nothing."""
+        name = _clean_text(name, "event name")
+        venue = _clean_text(venue, "venue")
+        starts_at = _clean_starts_at(starts_at)
+        if not 1 <= len(sectors) <= MAX_SECTORS:
+            raise InvalidRequest(f"an event needs between 1 and {MAX_SECTORS} sectors")
+        cleaned = []
+        for sector in sectors:
+            if len(sector) != 3:
+                raise InvalidRequest("each sector is (name, price_cents, capacity)")
+            sector_name, price, capacity = sector
+            sector_name = _clean_text(sector_name, "sector name", 100)
+            if not 0 <= price <= MAX_PRICE_CENTS:
+                raise InvalidRequest(f"price_cents of {sector_name} must be between 0 and {MAX_PRICE_CENTS}")
+            if not 1 <= capacity <= MAX_CAPACITY:
+                raise InvalidRequest(f"capacity of {sector_name} must be between 1 and {MAX_CAPACITY}")
+            cleaned.append((sector_name, price, capacity))
+        if len({sector[0] for sector in cleaned}) != len(cleaned):
+            raise InvalidRequest("sector names must be unique within an event")
+        event_id = self._submit(lambda connection: self._insert_event(connection, name, venue, starts_at, cleaned))
+        return self.get_event(event_id)
+
+    def _insert_event(
+        self, connection: sqlite3.Connection, name: str, venue: str, starts_at: str, sectors: Iterable[tuple[str, int, int]]
+    ) -> int:
+        now = self.clock()
+        event_id = connection.execute(
+            "INSERT INTO events (name, venue, starts_at, status, created_at) VALUES (?, ?, ?, 'on_sale', ?)",
+            (name, venue, starts_at, now),
+        ).lastrowid
+        for position, (sector_name, price, capacity) in enumerate(sectors):
+            connection.execute(
+                "INSERT INTO sectors (event_id, name, position, price_cents, capacity, available) VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, sector_name, position, price, capacity, capacity),
+            )
+            self._record(connection, now, "open", None, event_id, sector_name, capacity)
+        return event_id
+
+    @staticmethod
+    def _record(
+        connection: sqlite3.Connection, now: float, action: str, code: str | None, event_id: int, sector: str, quantity: int
+    ) -> None:
+        connection.execute(
+            "INSERT INTO ledger (at, action, code, event_id, sector, quantity) VALUES (?, ?, ?, ?, ?, ?)",
+            (now, action, code, event_id, sector, quantity),
+        )

@@ -1,0 +1,104 @@
+"""The records the box office hands out, and their wire form.
+
+On the wire a record is a tuple of (field, value) pairs: RPyC copies tuples of plain values by value in
+the one reply message, while any other object would travel as a proxy costing a round trip per attribute.
+`dict(pairs)` gives a dict, so a stock RPyC client can read a record without this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+WirePairs = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sector:
+    name: str
+    price_cents: int
+    capacity: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    name: str
+    venue: str
+    starts_at: str
+    status: str
+    sectors: tuple[Sector, ...]
+
+    def sector(self, name: str) -> Sector | None:
+        return next((s for s in self.sectors if s.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    code: str
+    event_id: int
+    sector: str
+    quantity: int
+    customer: str
+    email: str
+    category: str
+    unit_price_cents: int
+    total_cents: int
+    status: str
+    created_at: str
+    expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    seq: int
+    at: str
+    action: str
+    code: str | None
+    event_id: int | None
+    sector: str | None
+    quantity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    server_id: str
+    version: str
+    uptime_s: float
+    connections: int
+    calls: int
+    errors: int
+    refusals: int
+    backend: str
+    database: str
+    availability: tuple[tuple[int, str, str, int], ...]
+    """(event id, event name, sector, available) for every sector."""
+
+
+Record = TypeVar("Record", Sector, Event, Reservation, LedgerEntry, ServerStatus)
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (Sector, Event, Reservation, LedgerEntry, ServerStatus)
+}
+
+
+def to_wire(record: Any) -> WirePairs:
+    """A record as (field, value) pairs; nested records (an event's sectors) become nested pairs."""
+    pairs = []
+    for name in _FIELDS[type(record)]:
+        value = getattr(record, name)
+        if name == "sectors":
+            value = tuple(to_wire(sector) for sector in value)
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def from_wire(cls: type[Record], pairs: WirePairs) -> Record:
+    """Rebuild a record; fields this version does not know (added by a newer server) are ignored."""
+    known = _FIELDS[cls]
+    values = {name: value for name, value in pairs if name in known}
+    if cls is Event:
+        values["sectors"] = tuple(from_wire(Sector, sector) for sector in values["sectors"])
+    elif cls is ServerStatus:
+        values["availability"] = tuple(tuple(row) for row in values["availability"])
+    return cls(**values)

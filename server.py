@@ -1,0 +1,478 @@
+"""The ticket server: the RPyC service `TICKETS` in front of the store.
+
+This is the wire boundary. Everything a client sends is checked here by exact type before any work, so
+a proxy of a client-side object is refused without being touched (touching it would call back into the
+client). Everything sent back is a tuple of plain values, copied in the one reply message. Refusals
+travel as the exception classes of errors.py with no traceback; anything unexpected is logged with an
+incident id and reported to the client as `Unavailable`, never as a stack trace.
+
+The server keeps no state a restart would lose: the store holds the inventory, and the name servers hold
+only a soft registration refreshed by a heartbeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hmac
+import logging
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import rpyc
+from rpyc.utils.helpers import classpartial
+from rpyc.utils.registry import TCPRegistryClient
+from rpyc.utils.server import ThreadedServer
+
+from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, Store
+from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
+from records import ServerStatus, to_wire
+
+VERSION = "0.1.0"
+SERVICE_NAME = "TICKETS"
+HEARTBEAT_SECONDS = 2.0
+MAX_WIRE_TEXT = 1000
+MAX_WIRE_INT = 2**53
+
+log = logging.getLogger("bilheteria.server")
+
+PROTOCOL_CONFIG = {
+    "allow_public_attrs": False,
+    "allow_all_attrs": False,
+    "allow_setattr": False,
+    "allow_delattr": False,
+    "allow_pickle": False,
+    "import_custom_exceptions": False,
+    "instantiate_custom_exceptions": False,
+    "include_local_traceback": False,
+    "include_local_version": False,
+    "sync_request_timeout": 5,
+    "log_exceptions": False,
+}
+"""Only `exposed_` names are reachable, nothing is pickled, no traceback leaves the process."""
+
+
+# -- argument checks at the wire -------------------------------------------------------------------------
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = MAX_WIRE_INT) -> int:
+    if type(value) is not int:
+        raise InvalidRequest(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _str(value: Any, name: str, limit: int = MAX_WIRE_TEXT) -> str:
+    if type(value) is not str:
+        raise InvalidRequest(f"{name} must be a string")
+    if len(value) > limit:
+        raise InvalidRequest(f"{name} is too long ({len(value)} characters, at most {limit})")
+    return value
+
+
+def _optional_str(value: Any, name: str) -> str | None:
+    return None if value is None else _str(value, name)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidRequest(f"{name} must be True or False")
+    return value
+
+
+def _sectors(value: Any) -> tuple[tuple[str, int, int], ...]:
+    if type(value) is not tuple or not 1 <= len(value) <= 50:
+        raise InvalidRequest("sectors must be a tuple of 1 to 50 (name, price_cents, capacity) tuples")
+    sectors = []
+    for sector in value:
+        if type(sector) is not tuple or len(sector) != 3:
+            raise InvalidRequest("each sector must be a (name, price_cents, capacity) tuple")
+        sectors.append((_str(sector[0], "sector name"), _int(sector[1], "price_cents"), _int(sector[2], "capacity")))
+    return tuple(sectors)
+
+
+# -- the service -------------------------------------------------------------------------------------
+
+
+class Counters:
+    """What `status()` reports; updated from many connection threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.calls = 0
+        self.errors = 0
+        self.refusals = 0
+        self.forbidden = 0
+        self.in_flight = 0
+        self.idle = threading.Condition(self.lock)
+
+
+def remote(method: Callable) -> Callable:
+    """Count the call, log refusals as refusals, and turn anything unexpected into `Unavailable`."""
+    name = method.__name__.removeprefix("exposed_")
+
+    @functools.wraps(method)
+    def wrapper(self: TicketService, *args: Any, **kwargs: Any) -> Any:
+        counters = self.box.counters
+        with counters.lock:
+            counters.calls += 1
+            counters.in_flight += 1
+        try:
+            return method(self, *args, **kwargs)
+        except ReservationError as exc:
+            with counters.lock:
+                counters.refusals += 1
+            log.info("refused %s from %s: %s: %s", name, self.peer, type(exc).__name__, exc)
+            raise
+        except Unavailable as exc:
+            with counters.lock:
+                counters.errors += 1
+            log.warning("unavailable %s from %s: %s", name, self.peer, exc)
+            raise
+        except Exception:
+            incident = uuid.uuid4().hex[:8]
+            with counters.lock:
+                counters.errors += 1
+            log.exception("incident %s in %s from %s", incident, name, self.peer)
+            raise Unavailable(f"the server failed on this request (incident {incident}); try again") from None
+        finally:
+            with counters.lock:
+                counters.in_flight -= 1
+                if counters.in_flight == 0:
+                    counters.idle.notify_all()
+
+    return wrapper
+
+
+class BoxOffice:
+    """What every connection shares: the store, the admin token, the counters."""
+
+    def __init__(self, store: Store, admin_token: str, server_id: str) -> None:
+        self.store = store
+        self.admin_token = admin_token.encode()
+        self.server_id = server_id
+        self.started = time.monotonic()
+        self.counters = Counters()
+
+    def check_token(self, token: Any, peer: str) -> None:
+        """Constant time whatever the token looks like, so a refusal leaks nothing about the real one."""
+        candidate = token.encode("utf-8", "replace") if type(token) is str else b""
+        valid = hmac.compare_digest(candidate, self.admin_token)
+        if not valid or type(token) is not str:
+            with self.counters.lock:
+                self.counters.forbidden += 1
+            log.warning("forbidden: wrong admin token from %s", peer)
+            raise Forbidden("admin token missing or wrong")
+
+
+class TicketService(rpyc.Service):
+    """One instance per connection (rpyc instantiates the class per client)."""
+
+    ALIASES = (SERVICE_NAME,)
+
+    def __init__(self, box: BoxOffice) -> None:
+        self.box = box
+        self.peer = "?"
+
+    def on_connect(self, conn: rpyc.Connection) -> None:
+        try:
+            host, port = conn._config["endpoints"][1][:2]
+            self.peer = f"{host}:{port}"
+        except (KeyError, TypeError, ValueError, IndexError):
+            self.peer = "?"
+        with self.box.counters.lock:
+            self.box.counters.connections += 1
+
+    def on_disconnect(self, conn: rpyc.Connection) -> None:
+        with self.box.counters.lock:
+            self.box.counters.connections -= 1
+
+    @remote
+    def exposed_ping(self) -> str:
+        return "pong"
+
+    @remote
+    def exposed_list_events(self) -> tuple:
+        return tuple(to_wire(event) for event in self.box.store.list_events())
+
+    @remote
+    def exposed_get_event(self, event_id: Any) -> tuple:
+        return to_wire(self.box.store.get_event(_int(event_id, "event_id")))
+
+    @remote
+    def exposed_reserve(
+        self,
+        event_id: Any,
+        quantity: Any,
+        customer: Any,
+        email: Any,
+        sector: Any = None,
+        category: Any = "full",
+        request_id: Any = None,
+        confirm: Any = False,
+    ) -> tuple:
+        reservation = self.box.store.reserve(
+            _int(event_id, "event_id"),
+            _int(quantity, "quantity", -MAX_WIRE_INT),
+            _str(customer, "customer"),
+            _str(email, "email"),
+            sector=_optional_str(sector, "sector"),
+            category=_str(category, "category"),
+            request_id=_optional_str(request_id, "request_id"),
+            confirm=_bool(confirm, "confirm"),
+        )
+        log.info("%s %s: event %d %s x%d request %s from %s", reservation.status, reservation.code,
+                 reservation.event_id, reservation.sector, reservation.quantity, request_id, self.peer)
+        return to_wire(reservation)
+
+    @remote
+    def exposed_confirm(self, code: Any, email: Any) -> tuple:
+        reservation = self.box.store.confirm(_str(code, "code"), _str(email, "email"))
+        log.info("confirmed %s from %s", reservation.code, self.peer)
+        return to_wire(reservation)
+
+    @remote
+    def exposed_cancel(self, code: Any, email: Any) -> tuple:
+        reservation = self.box.store.cancel(_str(code, "code"), _str(email, "email"))
+        log.info("cancel %s -> %s from %s", reservation.code, reservation.status, self.peer)
+        return to_wire(reservation)
+
+    @remote
+    def exposed_get_reservation(self, code: Any, email: Any) -> tuple:
+        return to_wire(self.box.store.get_reservation(_str(code, "code"), _str(email, "email")))
+
+    @remote
+    def exposed_admin_create_event(self, token: Any, name: Any, venue: Any, starts_at: Any, sectors: Any) -> tuple:
+        self.box.check_token(token, self.peer)
+        event = self.box.store.create_event(_str(name, "name"), _str(venue, "venue"), _str(starts_at, "starts_at"), _sectors(sectors))
+        log.info("created event %d %r with %d sectors from %s", event.id, event.name, len(event.sectors), self.peer)
+        return to_wire(event)
+
+    @remote
+    def exposed_status(self) -> tuple:
+        box = self.box
+        availability = tuple(
+            (event.id, event.name, sector.name, sector.available) for event in box.store.list_events() for sector in event.sectors
+        )
+        with box.counters.lock:
+            status = ServerStatus(
+                server_id=box.server_id,
+                version=VERSION,
+                uptime_s=round(time.monotonic() - box.started, 3),
+                connections=box.counters.connections,
+                calls=box.counters.calls,
+                errors=box.counters.errors,
+                refusals=box.counters.refusals,
+                backend=box.store.backend,
+                database=box.store.path,
+                availability=availability,
+            )
+        return to_wire(status)
+
+    # The original single-counter server's API, so its clients keep working (see the seed project).
+
+    def _first_sector(self) -> tuple[int, str, int]:
+        for event in self.box.store.list_events():
+            if event.status == "on_sale" and event.sectors:
+                return event.id, event.sectors[0].name, event.sectors[0].available
+        raise NotFound("No event is on sale")
+
+    @remote
+    def exposed_consultar_ingressos(self) -> int:
+        return self._first_sector()[2]
+
+    @remote
+    def exposed_reservar_ingresso(self, nome: Any, quantidade: Any) -> str:
+        event_id, sector, _ = self._first_sector()
+        try:
+            reservation = self.box.store.reserve(
+                event_id, _int(quantidade, "quantidade", -MAX_WIRE_INT), _str(nome, "nome"),
+                "balcao@bilheteria.local", sector=sector, confirm=True,
+            )
+        except SoldOut as exc:
+            return f"Reserva recusada: ingressos insuficientes. {exc}"
+        except ReservationError as exc:
+            return f"Reserva recusada: {exc}"
+        return f"Reserva confirmada para {reservation.customer}: {reservation.quantity} ingresso(s), código {reservation.code}"
+
+    @remote
+    def exposed_status_servidor(self) -> dict:
+        return {"horario": time.strftime("%Y-%m-%d %H:%M:%S"), "ingressos_restantes": self._first_sector()[2]}
+
+
+# -- registration with the name servers ----------------------------------------------------------------
+
+
+class Registrar:
+    """Keeps this server registered with every name server: soft state refreshed by a heartbeat."""
+
+    def __init__(self, name_servers: list[tuple[str, int]], port: int, interval: float = HEARTBEAT_SECONDS) -> None:
+        quiet = logging.getLogger("bilheteria.registrar.rpyc")
+        quiet.setLevel(logging.CRITICAL)
+        self.clients = [TCPRegistryClient(host, ns_port, timeout=1.0, logger=quiet) for host, ns_port in name_servers]
+        self.port = port
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.reachable: dict[str, bool] = {}
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="registrar", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            self.register_once()
+            self.stopped.wait(self.interval)
+
+    def register_once(self) -> None:
+        for client in self.clients:
+            where = f"{client.ip}:{client.port}"
+            try:
+                ok = bool(client.register((SERVICE_NAME,), self.port))
+            except OSError:
+                ok = False
+            if ok != self.reachable.get(where):
+                if ok:
+                    log.info("registered %s port %d with name server %s", SERVICE_NAME, self.port, where)
+                else:
+                    log.warning("name server %s unreachable; will keep trying every %.0f s", where, self.interval)
+                self.reachable[where] = ok
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for client in self.clients:
+            try:
+                client.unregister(self.port)
+            except OSError:
+                continue
+            log.info("unregistered port %d from name server %s:%d", self.port, client.ip, client.port)
+
+
+# -- configuration and main --------------------------------------------------------------------------
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"BILHETERIA_{name}", default)
+
+
+def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:
+    """The admin token and where it came from; generated once and kept beside the database (mode 0600)."""
+    if explicit:
+        return explicit, "the command line or environment"
+    token_file = Path(f"{db_path}.admin-token")
+    if token_file.exists():
+        return token_file.read_text().strip(), str(token_file)
+    token = secrets.token_urlsafe(24)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token, str(token_file)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="bilheteria ticket server (RPyC service TICKETS)")
+    parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("PORT", "18861")))
+    parser.add_argument("--db", default=env("DB", "tickets.db"), help="SQLite file (created on first start)")
+    parser.add_argument("--name-server", action="append", type=host_port, dest="name_servers",
+                        help="HOST:PORT of a name server; repeat for several (env BILHETERIA_NAME_SERVERS, comma-separated)")
+    parser.add_argument("--hold-seconds", type=float, default=float(env("HOLD_SECONDS", str(DEFAULT_HOLD_SECONDS))))
+    parser.add_argument("--max-per-order", type=int, default=int(env("MAX_PER_ORDER", str(DEFAULT_MAX_PER_ORDER))))
+    parser.add_argument("--admin-token", default=env("ADMIN_TOKEN"))
+    parser.add_argument("--no-demo", action="store_true", default=env("NO_DEMO", "") not in ("", "0"),
+                        help="start a new database empty instead of with the demo catalogue")
+    parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if args.name_servers is None:
+        listed = env("NAME_SERVERS", "127.0.0.1:18811") or ""
+        args.name_servers = [host_port(item.strip()) for item in listed.split(",") if item.strip()]
+    return args
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        store = Store(args.db, hold_seconds=args.hold_seconds, max_per_order=args.max_per_order, seed_demo=not args.no_demo)
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        log.error("cannot open the database %s: %s", args.db, exc)
+        return 1
+    token, token_source = load_admin_token(args.admin_token, args.db)
+    log.info("admin token from %s", token_source)
+    box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{args.port}")
+    quiet = logging.getLogger("bilheteria.rpyc")
+    quiet.setLevel(logging.WARNING)
+    try:
+        server = ThreadedServer(
+            classpartial(TicketService, box),
+            hostname=args.host,
+            port=args.port,
+            protocol_config=PROTOCOL_CONFIG,
+            logger=quiet,
+            auto_register=False,
+        )
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        store.close()
+        return 1
+    box.server_id = f"{socket.gethostname()}:{server.port}"
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
+    sweeper = threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True)
+    sweeper.start()
+    registrar = Registrar(args.name_servers, server.port)
+    registrar.start()
+    print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
+    stopping.wait()
+    log.info("shutting down: unregistering, finishing in-flight calls")
+    registrar.stop()
+    server.active = False
+    server.listener.close()
+    with box.counters.lock:
+        box.counters.idle.wait_for(lambda: box.counters.in_flight == 0, timeout=10)
+    server.close()
+    store.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+def _sweep(store: Store, stopping: threading.Event) -> None:
+    """Expire lapsed holds about four times per hold period (at most every 5 s)."""
+    interval = min(5.0, store.hold_seconds / 4)
+    while not stopping.wait(interval):
+        try:
+            expired = store.expire_holds()
+        except BoxOfficeError as exc:
+            log.warning("expiry sweep failed: %s", exc)
+            continue
+        if expired:
+            log.info("expired %d lapsed holds", expired)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s tickets@{args.port} %(message)s")
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
