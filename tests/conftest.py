@@ -1,0 +1,88 @@
+"""Fixtures that start the real system: a name server and ticket servers as subprocesses on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from procs import Process, free_port, start
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@dataclass
+class Cluster:
+    """A name server and any number of ticket servers sharing one SQLite file."""
+
+    directory: Path
+    name_server_port: int = 0
+    name_server: Process | None = None
+    servers: dict[int, Process] = field(default_factory=dict)
+    hold_seconds: float = 600.0
+
+    @property
+    def db(self) -> Path:
+        return self.directory / "tickets.db"
+
+    @property
+    def name_server_address(self) -> str:
+        return f"127.0.0.1:{self.name_server_port}"
+
+    def start_name_server(self, ttl: float = 6.0) -> Process:
+        if not self.name_server_port:
+            self.name_server_port = free_port()
+        self.name_server = start(
+            "name-server",
+            ["name_server.py", "--port", str(self.name_server_port), "--ttl", str(ttl)],
+            ready="Name server listening on",
+        )
+        return self.name_server
+
+    def start_server(self, port: int | None = None, *extra: str) -> Process:
+        port = port or free_port()
+        process = start(
+            f"server-{port}",
+            [
+                "server.py", "--port", str(port), "--db", str(self.db), "--name-server", self.name_server_address,
+                "--admin-token", ADMIN_TOKEN, "--hold-seconds", str(self.hold_seconds), *extra,
+            ],
+            ready="Ticket server listening on",
+        )
+        self.servers[port] = process
+        return process
+
+    def server_addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port, process in self.servers.items() if process.alive()]
+
+    def stop(self) -> None:
+        for process in self.servers.values():
+            process.stop()
+        if self.name_server is not None:
+            self.name_server.stop()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator:
+    """Call it to get a started cluster: `cluster_factory(servers=2)`; everything is stopped after the test."""
+    made: list[Cluster] = []
+
+    def make(servers: int = 2, hold_seconds: float = 600.0, extra: tuple[str, ...] = ()) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(made)}", hold_seconds=hold_seconds)
+        cluster.directory.mkdir()
+        made.append(cluster)
+        cluster.start_name_server()
+        for _ in range(servers):
+            cluster.start_server(None, *extra)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster_factory) -> Cluster:
+    """A name server and two ticket servers on one fresh database with the demo catalogue."""
+    return cluster_factory(servers=2)
