@@ -1,0 +1,369 @@
+"""Name server: where clients learn which ticket servers are alive right now.
+
+It speaks RPyC's TCP registry protocol, so stock `rpyc.utils.registry.TCPRegistryClient` (and RPyC servers with
+auto_register) work against it unchanged: one brine-dumped ("RPYC", COMMAND, args) per fresh TCP connection,
+answered with one brine-dumped result, then the connection is closed.
+
+What it adds over stock `rpyc_registry`: one single-threaded event loop over non-blocking sockets, so a client that
+stays silent, sends half a request, sends garbage or sends a huge blob is cut off by a deadline, a size cap or a
+validation error, and never delays anybody else's answer.
+
+Registrations are soft state: an entry not refreshed within `ttl` seconds is gone, and nothing is persisted, because
+servers re-register every couple of seconds; a restarted name server is complete again after one heartbeat.
+
+    python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6]
+    (or BILHETERIA_NS_HOST / BILHETERIA_NS_PORT / BILHETERIA_NS_TTL; flags win over the environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Self
+
+from rpyc.core import brine
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 18811
+DEFAULT_TTL = 6.0
+MAX_NAME = 64
+MAX_ALIASES = 16
+
+log = logging.getLogger("name_server")
+
+Address = tuple[str, int]
+
+
+class Registry:
+    """Who serves which name, as last heard. No sockets here, and the clock is injectable, so tests never sleep.
+
+    Servers of a name are kept in first-registration order (heartbeats refresh without reordering), so `query`
+    answers oldest-first and the order is stable while the same servers stay up.
+    """
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._servers: dict[str, dict[Address, float]] = {}  # NAME -> {address: last heard}
+
+    def register(self, names: Iterable[str], address: Address) -> None:
+        self.prune()  # an expired entry that re-registers is a new arrival, not a refresh
+        now = self._clock()
+        for name in names:
+            servers = self._servers.setdefault(name.upper(), {})
+            if address not in servers:
+                log.info("registered %s at %s:%d", name.upper(), *address)
+            servers[address] = now
+
+    def unregister(self, address: Address) -> None:
+        for name, servers in list(self._servers.items()):
+            if servers.pop(address, None) is not None:
+                log.info("unregistered %s at %s:%d", name, *address)
+                if not servers:
+                    del self._servers[name]
+
+    def query(self, name: str) -> tuple[Address, ...]:
+        self.prune()
+        return tuple(self._servers.get(name.upper(), ()))
+
+    def names(self, host: str | None = None) -> tuple[str, ...]:
+        """All names with a live server, or only those with a server on `host`."""
+        self.prune()
+        return tuple(name for name, servers in self._servers.items() if host is None or any(h == host for h, _ in servers))
+
+    def prune(self) -> None:
+        now = self._clock()
+        for name, servers in list(self._servers.items()):
+            for address, heard in list(servers.items()):
+                if now - heard >= self.ttl:
+                    del servers[address]
+                    log.info("pruned %s at %s:%d (silent for %.1f s)", name, *address, now - heard)
+            if not servers:
+                del self._servers[name]
+
+
+class BadRequest(ValueError):
+    """The bytes can never become a valid request; the connection is dropped without an answer."""
+
+
+_COMMANDS = ("QUERY", "REGISTER", "UNREGISTER", "LIST")
+# Every valid request starts with one of these exact bytes, so garbage is recognised from its first byte.
+_HEADERS = tuple(brine.TAG_TUP3 + brine.dump("RPYC") + brine.dump(command) for command in _COMMANDS)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME
+
+
+def _is_port(value: object) -> bool:
+    return type(value) is int and 0 < value <= 65535
+
+
+def decode_request(data: bytes) -> tuple[str, tuple] | None:
+    """(COMMAND, args) once `data` holds exactly one valid request; None while it may still become one.
+
+    brine is not self-delimiting and silently short-reads, so half a request can load as a different, shorter
+    value; a request counts as complete only when re-encoding it gives back exactly the bytes received.
+    """
+    if not any(data.startswith(h) or h.startswith(data) for h in _HEADERS):
+        raise BadRequest("not an RPyC registry request")
+    try:
+        message = brine.load(data)
+        encoded = brine.dump(message)
+    except (TypeError, ValueError, struct.error, RecursionError):  # truncated so far: the deadline and cap bound the wait
+        return None
+    if encoded != data:
+        if data.startswith(encoded):
+            raise BadRequest("bytes after the request")
+        return None
+    _, command, args = message
+    if command == "QUERY" and len(args) == 1 and _is_name(args[0]):
+        return command, (args[0].upper(),)
+    if command == "REGISTER" and len(args) == 2:
+        aliases, port = args
+        if type(aliases) is tuple and 0 < len(aliases) <= MAX_ALIASES and all(map(_is_name, aliases)) and _is_port(port):
+            return command, (tuple(a.upper() for a in aliases), port)
+    if command == "UNREGISTER" and len(args) == 1 and _is_port(args[0]):
+        return command, args
+    if command == "LIST" and len(args) == 1 and type(args[0]) is tuple and len(args[0]) == 1:
+        host = args[0][0]
+        if host is None or (isinstance(host, str) and len(host) <= 255):
+            return command, (host or None,)  # like stock RPyC: an empty filter lists everything
+    raise BadRequest(f"malformed {command} arguments")
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    peer: Address
+    opened: float
+    inbox: bytearray = field(default_factory=bytearray)
+    outbox: bytes = b""
+
+
+class NameServer:
+    """The registry behind a single-threaded selectors loop. Binds in the constructor, so `.port` is known
+    at once (port 0 picks a free one). Use `serve_forever()` + `close()`, or `with NameServer(port=0) as ns:`
+    to serve from a background thread for the duration of the block.
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ttl: float = DEFAULT_TTL, *,
+                 deadline: float = 2.0, max_request: int = 4096, max_connections: int = 1024) -> None:
+        self.registry = Registry(ttl)
+        self.deadline = deadline  # a connection must have its answer by then, whatever it sends
+        self.max_request = max_request
+        self.max_connections = max_connections
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=256)
+        self._listener.setblocking(False)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._wake_r, self._wake_w = socket.socketpair()  # lets close() interrupt select() from any thread
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._connections: dict[socket.socket, _Connection] = {}  # in opening order: oldest first
+        self._serving = self._stopping = self._released = False
+        self._thread: threading.Thread | None = None
+
+    def serve_forever(self) -> None:
+        self._serving = True
+        prune_every = min(0.5, self.registry.ttl / 4)
+        next_prune = time.monotonic() + prune_every
+        try:
+            while not self._stopping:
+                wake_at = next_prune
+                if self._connections:
+                    wake_at = min(wake_at, next(iter(self._connections.values())).opened + self.deadline)
+                for key, events in self._selector.select(max(0.0, wake_at - time.monotonic())):
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._wake_r.recv(64)
+                    elif key.fileobj not in self._connections:
+                        continue  # dropped earlier in this batch (evicted to make room)
+                    else:
+                        self._serve(key.data, events)
+                now = time.monotonic()
+                for conn in list(self._connections.values()):
+                    if now - conn.opened < self.deadline:
+                        break
+                    log.info("closed %s:%d: no complete exchange within %.1f s", *conn.peer, self.deadline)
+                    self._drop(conn)
+                if now >= next_prune:
+                    self.registry.prune()
+                    next_prune = now + prune_every
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Stop serving; safe from another thread or a signal handler."""
+        self._stopping = True
+        if not self._serving:
+            self._release()
+        else:
+            try:
+                self._wake_w.send(b"!")
+            except OSError:
+                pass  # already stopped, or a wake-up is already pending
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self.serve_forever, name=f"name-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        for _ in range(64):  # bounded, so a connection flood cannot starve the requests already read
+            try:
+                sock, peer = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. out of file descriptors: make room
+                log.warning("accept failed: %s", exc)
+                if self._connections:
+                    self._drop(next(iter(self._connections.values())))
+                return
+            if len(self._connections) >= self.max_connections:
+                oldest = next(iter(self._connections.values()))
+                log.info("closed %s:%d: %d connections open, dropping the oldest", *oldest.peer, len(self._connections))
+                self._drop(oldest)
+            sock.setblocking(False)
+            conn = _Connection(sock, peer[:2], time.monotonic())
+            self._connections[sock] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _serve(self, conn: _Connection, events: int) -> None:
+        try:
+            if events & selectors.EVENT_READ:
+                self._read(conn)
+            else:
+                self._write(conn)
+        except Exception:  # a bug met by one client must not take the name server away from all the others
+            log.exception("dropped %s:%d after an internal error", *conn.peer)
+            if conn.sock in self._connections:
+                self._drop(conn)
+
+    def _read(self, conn: _Connection) -> None:
+        try:
+            chunk = conn.sock.recv(self.max_request + 1 - len(conn.inbox))
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return self._drop(conn)
+        conn.inbox += chunk
+        try:
+            if len(conn.inbox) > self.max_request:
+                raise BadRequest(f"request larger than {self.max_request} bytes")
+            request = decode_request(bytes(conn.inbox))
+        except BadRequest as exc:
+            log.warning("dropped %s:%d: %s", *conn.peer, exc)
+            return self._drop(conn)
+        if request is not None:
+            conn.outbox = brine.dump(self._answer(*request, host=conn.peer[0]))
+            self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            self._write(conn)
+
+    def _answer(self, command: str, args: tuple, host: str) -> object:
+        if command == "QUERY":
+            return self.registry.query(args[0])
+        if command == "REGISTER":
+            self.registry.register(args[0], (host, args[1]))
+        elif command == "UNREGISTER":
+            self.registry.unregister((host, args[0]))
+        else:
+            return self.registry.names(args[0])
+        return "OK"
+
+    def _write(self, conn: _Connection) -> None:
+        try:
+            conn.outbox = conn.outbox[conn.sock.send(conn.outbox):]
+        except BlockingIOError:
+            return
+        except OSError:  # e.g. UNREGISTER: the stock client hangs up without reading the answer
+            conn.outbox = b""
+        if not conn.outbox:
+            self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        del self._connections[conn.sock]
+        self._selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        for conn in list(self._connections.values()):
+            self._drop(conn)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+        self._selector.close()
+        log.info("stopped")
+
+
+def _setting(flag: str, env: str, default: str, convert: Callable[[str], object], what: str) -> dict:
+    """argparse keywords for a flag whose default comes from the environment (flags > env > default)."""
+
+    def parse(text: str) -> object:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{flag} (or {env}): {exc}") from None
+
+    return {"default": os.environ.get(env) or default, "type": parse, "help": f"{what} (env {env}, default {default})"}
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _ttl(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"ttl must be a positive number of seconds, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Bilheteria name server (RPyC TCP registry protocol).")
+    parser.add_argument("--host", **_setting("--host", "BILHETERIA_NS_HOST", DEFAULT_HOST, str, "address to listen on"))
+    parser.add_argument("--port", **_setting("--port", "BILHETERIA_NS_PORT", str(DEFAULT_PORT), _port, "TCP port"))
+    parser.add_argument("--ttl", **_setting("--ttl", "BILHETERIA_NS_TTL", "6", _ttl, "seconds a registration lives"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = NameServer(args.host, args.port, args.ttl)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.close())
+    log.info("registrations live %.1f s without a heartbeat", args.ttl)
+    print(f"Name server listening on {server.host}:{server.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
