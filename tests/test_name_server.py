@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import signal
 import socket
-import sys
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procs import ROOT, free_port, start, wait_until
+from procs import free_port, start, wait_until
 from rpyc.core import brine
 from rpyc.utils.registry import TCPRegistryClient
-
-if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the path
-    sys.path.insert(0, str(ROOT))
 
 from name_server import BadRequest, NameServer, Registry, decode_request
 
