@@ -118,7 +118,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except Exception as exc:  # the condition may legitimately fail while the system settles
+        except Exception as exc:  # noqa: BLE001 - the condition may legitimately fail while the system settles
             last_error = exc
         else:
             if value:

@@ -1,0 +1,370 @@
+"""The store on its own: invariants under any sequence of operations, expiry, idempotency, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import database
+from database import Store
+from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, SoldOut
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock):
+    store = Store(tmp_path / "tickets.db", hold_seconds=60, clock=clock)
+    yield store
+    store.close()
+
+
+def small_event(store: Store, capacity: int = 5) -> int:
+    return store.create_event("Show X", "Teatro", "2027-01-01T20:00:00-03:00", (("Pista", 10000, capacity),)).id
+
+
+def available(store: Store, event_id: int, sector: str = "Pista") -> int:
+    return store.get_event(event_id).sector(sector).available
+
+
+def test_new_database_has_the_demo_catalogue_and_is_consistent(store: Store) -> None:
+    events = store.list_events()
+    assert [len(e.sectors) for e in events] == [2, 2, 1]
+    assert sum(s.capacity for e in events for s in e.sectors) == 580
+    assert all(s.available == s.capacity for e in events for s in e.sectors)
+    assert store.check_invariants() == []
+
+
+def test_no_demo_starts_empty(tmp_path: Path) -> None:
+    store = Store(tmp_path / "empty.db", seed_demo=False)
+    try:
+        assert store.list_events() == ()
+    finally:
+        store.close()
+
+
+def test_sold_out_names_what_is_left(store: Store) -> None:
+    event_id = small_event(store, capacity=3)
+    store.reserve(event_id, 2, "Ana", "ana@example.com", confirm=True)
+    with pytest.raises(SoldOut, match="Only 1 tickets left in Pista for Show X"):
+        store.reserve(event_id, 2, "Bia", "bia@example.com")
+    store.reserve(event_id, 1, "Bia", "bia@example.com")
+    with pytest.raises(SoldOut, match="Pista for Show X is sold out"):
+        store.reserve(event_id, 1, "Caio", "caio@example.com")
+    assert available(store, event_id) == 0
+    assert store.check_invariants() == []
+
+
+def test_half_price_is_half_rounded_up_to_the_cent(store: Store) -> None:
+    event_id = store.create_event("Odd", "Sala", "2027-01-01T20:00:00", (("A", 1001, 10),)).id
+    half = store.reserve(event_id, 3, "Ana", "ana@example.com", category="half")
+    assert (half.unit_price_cents, half.total_cents) == (501, 1503)
+    full = store.reserve(event_id, 1, "Ana", "ana@example.com")
+    assert (full.unit_price_cents, full.total_cents) == (1001, 1001)
+
+
+def test_same_request_id_returns_the_original_and_books_once(store: Store) -> None:
+    event_id = small_event(store, capacity=10)
+    first = store.reserve(event_id, 2, "Ana", "ana@example.com", request_id="req-1", confirm=True)
+    again = store.reserve(event_id, 2, "Ana", "ana@example.com", request_id="req-1", confirm=True)
+    assert again == first
+    assert available(store, event_id) == 8
+    assert len(store.reservations(event_id)) == 1
+
+
+def test_same_request_id_with_other_arguments_is_refused(store: Store) -> None:
+    event_id = small_event(store, capacity=10)
+    store.reserve(event_id, 2, "Ana", "ana@example.com", request_id="req-1")
+    with pytest.raises(InvalidRequest, match="already used for a different reservation"):
+        store.reserve(event_id, 3, "Ana", "ana@example.com", request_id="req-1")
+    assert available(store, event_id) == 8
+
+
+def test_concurrent_duplicates_of_one_request_book_once(store: Store) -> None:
+    event_id = small_event(store, capacity=10)
+    results = []
+
+    def buy() -> None:
+        results.append(store.reserve(event_id, 1, "Ana", "ana@example.com", request_id="same", confirm=True))
+
+    threads = [threading.Thread(target=buy) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {r.code for r in results} == {results[0].code}
+    assert available(store, event_id) == 9
+
+
+def test_holds_expire_and_return_their_tickets_once(store: Store, clock: FakeClock) -> None:
+    event_id = small_event(store, capacity=5)
+    hold = store.reserve(event_id, 3, "Ana", "ana@example.com")
+    clock.advance(59)
+    assert store.expire_holds() == 0
+    clock.advance(1)
+    assert store.expire_holds() == 1
+    assert store.expire_holds() == 0
+    assert available(store, event_id) == 5
+    assert store.get_reservation(hold.code, "ana@example.com").status == "expired"
+    assert [e.action for e in store.ledger() if e.code == hold.code] == ["hold", "expire"]
+    with pytest.raises(HoldExpired):
+        store.confirm(hold.code, "ana@example.com")
+
+
+def test_a_lapsed_hold_cannot_be_confirmed_even_before_the_sweep(store: Store, clock: FakeClock) -> None:
+    event_id = small_event(store)
+    hold = store.reserve(event_id, 1, "Ana", "ana@example.com")
+    clock.advance(61)
+    with pytest.raises(HoldExpired, match=f"Reservation {hold.code} expired"):
+        store.confirm(hold.code, "ana@example.com")
+    assert store.check_invariants() == []
+
+
+def test_expiry_runs_at_start_up(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "tickets.db"
+    store = Store(path, hold_seconds=60, clock=clock)
+    event_id = small_event(store, capacity=4)
+    store.reserve(event_id, 4, "Ana", "ana@example.com")
+    store.close()
+    clock.advance(3600)
+    reopened = Store(path, hold_seconds=60, clock=clock)
+    try:
+        assert available(reopened, event_id) == 4
+    finally:
+        reopened.close()
+
+
+def test_confirm_and_cancel_are_idempotent(store: Store) -> None:
+    event_id = small_event(store, capacity=5)
+    hold = store.reserve(event_id, 2, "Ana", "ana@example.com")
+    assert store.confirm(hold.code, "ana@example.com").status == "confirmed"
+    assert store.confirm(hold.code, "ANA@example.com").status == "confirmed"
+    assert store.cancel(hold.code, "ana@example.com").status == "cancelled"
+    assert store.cancel(hold.code, "ana@example.com").status == "cancelled"
+    assert available(store, event_id) == 5
+    with pytest.raises(InvalidRequest, match="was cancelled"):
+        store.confirm(hold.code, "ana@example.com")
+    assert [e.action for e in store.ledger() if e.code == hold.code] == ["hold", "confirm", "cancel"]
+
+
+def test_wrong_email_looks_like_wrong_code(store: Store) -> None:
+    event_id = small_event(store)
+    hold = store.reserve(event_id, 1, "Ana", "ana@example.com")
+    with pytest.raises(NotFound) as wrong_email:
+        store.get_reservation(hold.code, "eve@example.com")
+    with pytest.raises(NotFound) as wrong_code:
+        store.get_reservation("ZZZ-ZZZ", "ana@example.com")
+    assert str(wrong_email.value).replace(hold.code, "X") == str(wrong_code.value).replace("ZZZ-ZZZ", "X")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"quantity": 0}, "quantity must be between 1 and 10"),
+        ({"quantity": 11}, "quantity must be between 1 and 10"),
+        ({"quantity": -3}, "quantity must be between 1 and 10"),
+        ({"customer": "   "}, "customer name must not be empty"),
+        ({"customer": "x" * 201}, "customer name is too long"),
+        ({"customer": "bad\x00name"}, "control characters"),
+        ({"email": "not-an-email"}, "does not look like an email"),
+        ({"category": "vip"}, "category must be 'full' or 'half'"),
+        ({"sector": "Nowhere"}, "has no sector 'Nowhere'"),
+        ({"event_id": 999}, "No event with id 999"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(store: Store, kwargs: dict, message: str) -> None:
+    event_id = small_event(store)
+    before = (store.list_events(), store.ledger())
+    arguments = {"event_id": event_id, "quantity": 1, "customer": "Ana", "email": "ana@example.com", **kwargs}
+    with pytest.raises((InvalidRequest, NotFound), match=message):
+        store.reserve(**arguments)
+    assert (store.list_events(), store.ledger()) == before
+
+
+def test_several_sectors_need_a_sector_name(store: Store) -> None:
+    with pytest.raises(InvalidRequest, match="several sectors"):
+        store.reserve(1, 1, "Ana", "ana@example.com")
+
+
+def test_closed_events_take_no_reservations(store: Store) -> None:
+    event_id = small_event(store)
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE events SET status = 'paused' WHERE id = ?", (event_id,))
+    with pytest.raises(EventClosed, match="Show X is paused"):
+        store.reserve(event_id, 1, "Ana", "ana@example.com")
+
+
+def test_two_stores_on_one_file_never_oversell(tmp_path: Path) -> None:
+    """Two processes' worth of stores (two writer threads, two connections) race for the last tickets."""
+    path = tmp_path / "shared.db"
+    first, second = Store(path), Store(path)
+    try:
+        event_id = small_event(first, capacity=30)
+        sold: list[str] = []
+
+        def buy(store: Store) -> None:
+            for _ in range(40):
+                try:
+                    sold.append(store.reserve(event_id, 1, "Ana", "ana@example.com", confirm=True).code)
+                except SoldOut:
+                    return
+
+        threads = [threading.Thread(target=buy, args=(s,)) for s in (first, second) * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(sold) == len(set(sold)) == 30
+        assert available(second, event_id) == 0
+        assert first.check_invariants() == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_database_itself_refuses_a_negative_availability(store: Store) -> None:
+    event_id = small_event(store, capacity=2)
+    with sqlite3.connect(store.path) as raw, pytest.raises(sqlite3.IntegrityError):
+        raw.execute("UPDATE sectors SET available = available - 3 WHERE event_id = ?", (event_id,))
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(database.MIGRATIONS[0])
+        old.execute(
+            "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES (7, 'Old', 'Hall', '2027-01-01', 'on_sale', 0)"
+        )
+        old.execute("INSERT INTO sectors VALUES (7, 'Geral', 0, 5000, 10, 8)")
+        old.execute(
+            "INSERT INTO reservations VALUES ('AAA-BBB', 'r1', 7, 'Geral', 2, 'Ana', 'ana@example.com', 'full', 5000, 10000,"
+            " 'confirmed', 0, NULL)"
+        )
+        old.execute("PRAGMA user_version = 1")
+    store = Store(path)
+    try:
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
+            assert check.execute("SELECT currency FROM events WHERE id = 7").fetchone()[0] == "BRL"
+        assert [e.id for e in store.list_events()] == [7], "an old database is not re-seeded"
+        assert store.get_reservation("AAA-BBB", "ana@example.com").total_cents == 10000
+        assert store.check_invariants() == []
+        store.reserve(7, 8, "Bia", "bia@example.com", confirm=True)
+        assert store.get_event(7).sectors[0].available == 0
+    finally:
+        store.close()
+
+
+def test_refuses_a_database_from_the_future(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as future:
+        future.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this program"):
+        Store(path)
+
+
+def test_codes_are_readable_aloud() -> None:
+    codes = {database.new_code() for _ in range(2000)}
+    assert len(codes) > 1990
+    for code in codes:
+        assert len(code) == 7 and code[3] == "-"
+        assert not set(code) & set("01IO")
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Any sequence of reserve / confirm / cancel / expire keeps capacity == available + held + sold,
+    and the store agrees with a simple model of what should be available."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.TemporaryDirectory()
+        self.clock = FakeClock()
+        self.store = Store(Path(self.directory.name) / "t.db", hold_seconds=30, max_per_order=4, seed_demo=False, clock=self.clock)
+        self.capacity = {"A": 6, "B": 3}
+        self.event_id = self.store.create_event("Model", "Here", "2027-01-01T00:00:00", tuple(
+            (name, 1000, capacity) for name, capacity in self.capacity.items()
+        )).id
+        self.active: dict[str, tuple[str, int, str, float]] = {}
+        """code -> (sector, quantity, status, expires_at) for held and confirmed reservations."""
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.directory.cleanup()
+
+    @initialize()
+    def nothing_sold_yet(self) -> None:
+        assert self.store.check_invariants() == []
+
+    @rule(sector=st.sampled_from(["A", "B"]), quantity=st.integers(1, 4), confirm=st.booleans())
+    def reserve(self, sector: str, quantity: int, confirm: bool) -> None:
+        free = self.capacity[sector] - sum(q for s, q, _, _ in self.active.values() if s == sector)
+        try:
+            reservation = self.store.reserve(self.event_id, quantity, "Ana", "ana@example.com", sector=sector, confirm=confirm)
+        except SoldOut:
+            assert quantity > free
+            return
+        assert quantity <= free
+        status = "confirmed" if confirm else "held"
+        self.active[reservation.code] = (sector, quantity, status, self.clock.now + 30)
+
+    @precondition(lambda self: self.active)
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        code = data.draw(st.sampled_from(sorted(self.active)))
+        sector, quantity, status, expires_at = self.active[code]
+        if status == "held" and expires_at <= self.clock.now:
+            with pytest.raises(HoldExpired):
+                self.store.confirm(code, "ana@example.com")
+            return
+        assert self.store.confirm(code, "ana@example.com").status == "confirmed"
+        self.active[code] = (sector, quantity, "confirmed", expires_at)
+
+    @precondition(lambda self: self.active)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        code = data.draw(st.sampled_from(sorted(self.active)))
+        assert self.store.cancel(code, "ana@example.com").status == "cancelled"
+        del self.active[code]
+
+    @rule(seconds=st.sampled_from([1, 10, 29, 31]))
+    def time_passes_and_holds_expire(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+        lapsed = [
+            code for code, (_, _, status, expires_at) in self.active.items() if status == "held" and expires_at <= self.clock.now
+        ]
+        assert self.store.expire_holds() == len(lapsed)
+        for code in lapsed:
+            del self.active[code]
+
+    @invariant()
+    def capacity_is_accounted_for(self) -> None:
+        assert self.store.check_invariants() == []
+        event = self.store.get_event(self.event_id)
+        for sector in event.sectors:
+            taken = sum(q for s, q, _, _ in self.active.values() if s == sector.name)
+            assert sector.available == self.capacity[sector.name] - taken
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
