@@ -59,6 +59,7 @@ __all__ = [
     "SoldOut",
     "TicketClient",
     "Unavailable",
+    "is_server_failure",
 ]
 
 log = logging.getLogger("bilheteria.client")
@@ -111,6 +112,11 @@ class _Failed(Exception):
     def __init__(self, reason: str, sent: bool) -> None:
         super().__init__(reason)
         self.sent = sent
+
+
+def is_server_failure(exc: BaseException) -> bool:
+    """What a breaker counts: a server that could not answer, never a refusal it sent."""
+    return isinstance(exc, _Failed)
 
 
 class NameServerClient:
@@ -174,7 +180,9 @@ class TicketClient:
         self._fixed = tuple(parse_address(s) for s in servers)
         self.discovery = NameServerClient(name_servers)
         self._rng = rng or random.Random()
-        self._make_breaker = breaker_factory or (lambda name: CircuitBreaker(name, failure_threshold=2, reset_timeout=2.0))
+        self._make_breaker = breaker_factory or (
+            lambda name: CircuitBreaker(name, failure_threshold=2, reset_timeout=2.0, is_failure=is_server_failure)
+        )
         self._lock = threading.Lock()
         self._connections: dict[Address, rpyc.Connection] = {}
         self._breakers: dict[Address, CircuitBreaker] = {}
@@ -276,24 +284,17 @@ class TicketClient:
                 if name not in tried:
                     tried.append(name)
                 try:
-                    breaker.admit()
+                    result = breaker.call(self._invoke, address, method, args, min(remaining, self.attempt_timeout))
                 except CircuitOpenError as exc:
                     reasons.append(str(exc))
                     continue
-                try:
-                    result = self._invoke(address, method, args, min(remaining, self.attempt_timeout))
-                except ReservationError:
-                    breaker.record_success()
-                    raise
                 except _Failed as exc:
-                    breaker.record_failure(exc)
                     reasons.append(f"{name}: {exc}")
                     if exc.sent and not idempotent:
                         raise Unavailable(
                             f"{name} failed after receiving the {method} request ({exc}); it may or may not have been applied"
                         ) from None
                     continue
-                breaker.record_success()
                 self._preferred = address
                 return result
             round_number += 1
