@@ -161,7 +161,12 @@ class NameServerClient:
 
 
 class TicketClient:
-    """One terminal's handle on the box office; safe to share between threads."""
+    """One terminal's handle on the box office; safe to share between threads.
+
+    `timeout` bounds a whole call, retries and failover included; `attempt_timeout` bounds one try on one
+    server, so a hung server costs that much before the next is tried. A custom `breaker_factory` must
+    build breakers that classify with `is_server_failure`.
+    """
 
     def __init__(
         self,
