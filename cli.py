@@ -1,0 +1,1014 @@
+"""The box office at the counter: a menu for clerks, subcommands for scripts, a swarm of terminals that
+proves nothing is sold twice, and a one-command demo that starts the whole system.
+
+This file is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
+be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
+answer, so terminals of different versions can never disagree about a sale. A refusal is shown as what
+the box office said; an outage as which servers were tried and how their circuit breakers stand. A user
+never sees a traceback.
+
+Exit codes: 0 ok, 1 refused by the box office, 2 usage, 3 no server answered (or the demo could not
+start), 4 the swarm found an inconsistency, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.prompt import Confirm, IntPrompt, Prompt
+from rich.table import Table
+from rich.text import Text
+
+from client_core import (
+    Event,
+    NameServerClient,
+    Reservation,
+    ReservationError,
+    ServerStatus,
+    SoldOut,
+    TicketClient,
+    Unavailable,
+    parse_address,
+)
+
+HERE = Path(__file__).resolve().parent
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INCONSISTENT = 4
+EXIT_INTERRUPTED = 130
+
+DEFAULT_NAME_SERVER = "127.0.0.1:18811"
+TOKEN_ENV = "BILHETERIA_ADMIN_TOKEN"
+
+STATUS_STYLES = {
+    "on_sale": "green",
+    "paused": "yellow",
+    "cancelled": "red",
+    "held": "yellow",
+    "confirmed": "bold green",
+    "expired": "red",
+}
+BREAKER_STYLES = {"closed": "green", "half-open": "yellow", "open": "bold red"}
+
+SWARM_MAX_OUTAGES = 3
+"""Consecutive `Unavailable` answers (each already a whole --timeout of retries) before a terminal gives up."""
+
+DEMO_READY_SECONDS = 20.0
+DEMO_STOP_GRACE = 10.0
+DEMO_POLL_SECONDS = 0.05
+
+
+# -- what the user typed --------------------------------------------------------------------------------
+
+
+def parse_sector(text: str) -> tuple[str, int, int]:
+    """`Name:price_cents:capacity`; split from the right so a sector name may itself contain a colon."""
+    parts = text.strip().rsplit(":", 2)
+    try:
+        name, price, capacity = parts[0].strip(), int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        raise ValueError(f"{text.strip()!r} is not NAME:PRICE_CENTS:CAPACITY (e.g. Pista:25000:300)") from None
+    return name, price, capacity
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse `type` that reports our own message instead of argparse's generic one."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _host_port(text: str) -> str:
+    parse_address(text)
+    return text.strip()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number of 1 or more, got {text}")
+    return value
+
+
+# -- how answers look -----------------------------------------------------------------------------------
+
+
+def format_money(cents: int) -> str:
+    """Integer cents as Brazilian reais (`R$ 1.234,50`); money never passes through a float."""
+    sign = "-" if cents < 0 else ""
+    reais, centavos = divmod(abs(cents), 100)
+    return f"{sign}R$ {reais:,}".replace(",", ".") + f",{centavos:02d}"
+
+
+def format_time(text: str | None, local: bool = True) -> str:
+    """A server timestamp for a human: holds in the clerk's local time, event starts in the venue's own."""
+    if not text:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return (moment.astimezone() if local else moment).strftime("%d/%m/%Y %H:%M:%S" if local else "%d/%m/%Y %H:%M")
+
+
+def styled(value: str) -> Text:
+    return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def events_table(events: Sequence[Event], title: str = "Events") -> Table:
+    table = Table(title=title, header_style="bold", show_lines=True)
+    for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors (available/capacity, price)"):
+        table.add_column(column)
+    for event in events:
+        sectors = Text("\n").join(
+            Text(f"{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
+                 style="dim" if sector.available == 0 else "")
+            for sector in event.sectors
+        )
+        table.add_row(str(event.id), Text(event.name), Text(event.venue), format_time(event.starts_at, local=False),
+                      styled(event.status), sectors)
+    return table
+
+
+def reservation_view(reservation: Reservation) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("Code", Text(reservation.code, style="bold cyan")),
+        ("Status", styled(reservation.status)),
+        ("Event", str(reservation.event_id)),
+        ("Sector", Text(reservation.sector)),
+        ("Tickets", f"{reservation.quantity} x {format_money(reservation.unit_price_cents)} ({reservation.category})"),
+        ("Total", Text(format_money(reservation.total_cents), style="bold")),
+        ("Customer", Text(f"{reservation.customer} <{reservation.email}>")),
+        ("Created", format_time(reservation.created_at)),
+    ]
+    if reservation.expires_at:
+        rows.append(("Hold expires", format_time(reservation.expires_at)))
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+def breakers_text(states: dict[str, str]) -> Text:
+    if not states:
+        return Text("no server contacted yet", style="dim")
+    return Text(", ").join(Text(f"{server} {state}", style=BREAKER_STYLES.get(state, "")) for server, state in sorted(states.items()))
+
+
+def status_view(status: ServerStatus, client: TicketClient) -> Group:
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for label, value in (
+        ("Server", status.server_id),
+        ("Version", status.version),
+        ("Up for", f"{status.uptime_s:.0f} s"),
+        ("Connections", str(status.connections)),
+        ("Calls", f"{status.calls} ({status.refusals} refused, {status.errors} errors)"),
+        ("Backend", f"{status.backend} {status.database}"),
+        ("Answered by", client.current_server or "-"),
+    ):
+        summary.add_row(label, Text(value))
+    summary.add_row("Breakers", breakers_text(client.breaker_states()))
+    availability = Table(title="Availability", header_style="bold")
+    for column in ("Event", "Name", "Sector", "Available"):
+        availability.add_column(column)
+    for event_id, event_name, sector, available in status.availability:
+        availability.add_row(str(event_id), Text(event_name), Text(sector), str(available))
+    return Group(summary, availability)
+
+
+def show_refusal(console: Console, exc: ReservationError) -> None:
+    console.print(Text.assemble(("Refused", "bold red"), f" ({type(exc).__name__}): ", str(exc)))
+
+
+def show_unavailable(console: Console, exc: Unavailable, client: TicketClient) -> None:
+    console.print(Text.assemble(("Unavailable: ", "bold red"), str(exc)))
+    console.print(Text.assemble("Breakers: ", breakers_text(client.breaker_states())))
+
+
+def error_document(exc: Exception, client: TicketClient) -> dict[str, Any]:
+    document: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, Unavailable):
+        document["breakers"] = client.breaker_states()
+    return document
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+# -- commands for scripts -----------------------------------------------------------------------------------
+
+Outcome = tuple[Any, RenderableType]
+"""What a command answered: the JSON document, and the same answer for a human."""
+
+
+def command_events(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    events = client.list_events()
+    return [asdict(event) for event in events], events_table(events)
+
+
+def command_reserve(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    reservation = client.reserve(args.event_id, args.quantity, args.name, args.email, sector=args.sector,
+                                 category=args.category, confirm=args.confirm)
+    return asdict(reservation), reservation_view(reservation)
+
+
+def command_confirm(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    reservation = client.confirm(args.code, args.email)
+    return asdict(reservation), reservation_view(reservation)
+
+
+def command_cancel(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    reservation = client.cancel(args.code, args.email)
+    return asdict(reservation), reservation_view(reservation)
+
+
+def command_show(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    reservation = client.get_reservation(args.code, args.email)
+    return asdict(reservation), reservation_view(reservation)
+
+
+def command_status(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    status = client.status()
+    document = {"current_server": client.current_server, "breakers": client.breaker_states(), "status": asdict(status)}
+    return document, status_view(status, client)
+
+
+def command_create_event(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event = client.create_event(args.token, args.name, args.venue, args.starts_at, args.sectors)
+    return asdict(event), events_table([event], title="Event created")
+
+
+COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
+    "events": command_events,
+    "reserve": command_reserve,
+    "confirm": command_confirm,
+    "cancel": command_cancel,
+    "show": command_show,
+    "status": command_status,
+    "create-event": command_create_event,
+}
+
+
+def run_command(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    try:
+        document, view = COMMANDS[args.command](client, args)
+    except (ReservationError, Unavailable) as exc:
+        return report_failure(exc, client, args.json, err)
+    if args.json:
+        print_json(document)
+    else:
+        out.print(view)
+    return EXIT_OK
+
+
+def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as_json: bool, err: Console) -> int:
+    """Print a refusal or an outage the way the caller asked, and return its exit code."""
+    if as_json:
+        print_json(error_document(exc, client))
+    elif isinstance(exc, Unavailable):
+        show_unavailable(err, exc, client)
+    else:
+        show_refusal(err, exc)
+    return EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_REFUSED
+
+
+# -- the interactive menu -----------------------------------------------------------------------------------
+
+
+class BreakerWatch:
+    """Collects breaker transitions for the menu's status line, so a failover is seen as it happens.
+
+    A `BreakerListener` by duck typing: the CLI depends on client_core alone, which does not re-export the
+    base class. Breakers call all three methods, so all three must exist even where there is nothing to do.
+    """
+
+    def __init__(self) -> None:
+        self._recent: deque[str] = deque(maxlen=4)
+
+    def state_change(self, breaker: Any, old: str, new: str) -> None:
+        self._recent.append(f"{breaker.name} {old} → {new}")
+
+    def failure(self, breaker: Any, exc: BaseException) -> None:
+        """Single failures are noise at the counter; the transition they cause is what the clerk needs."""
+
+    def success(self, breaker: Any) -> None:
+        """Nothing to report: the status line already shows the breaker's state."""
+
+    def drain(self) -> list[str]:
+        changes = list(self._recent)
+        self._recent.clear()
+        return changes
+
+
+class Menu:
+    """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
+
+    def __init__(self, client: TicketClient, console: Console) -> None:
+        self.client = client
+        self.console = console
+        self.watch = BreakerWatch()
+        client.add_breaker_listener(self.watch)
+        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
+            "1": ("List events", self.list_events),
+            "2": ("Reserve tickets", self.reserve),
+            "3": ("Confirm a reservation", self.confirm),
+            "4": ("Cancel a reservation", self.cancel),
+            "5": ("Look up a reservation", self.look_up),
+            "6": ("Server status", self.server_status),
+            "7": ("Admin: create an event", self.create_event),
+        }
+
+    def run(self) -> int:
+        while True:
+            self.console.print()
+            self.console.print(self.status_line())
+            menu = Table.grid(padding=(0, 1))
+            for key, (label, _) in self.actions.items():
+                menu.add_row(Text(key, style="bold cyan"), label)
+            menu.add_row(Text("q", style="bold cyan"), "Quit")
+            self.console.print(menu)
+            choice = Prompt.ask("Choose", choices=[*self.actions, "q"], console=self.console)
+            if choice == "q":
+                self.console.print("Bye.")
+                return EXIT_OK
+            try:
+                self.actions[choice][1]()
+            except ReservationError as exc:
+                show_refusal(self.console, exc)
+            except Unavailable as exc:
+                show_unavailable(self.console, exc, self.client)
+
+    def status_line(self) -> Text:
+        line = Text.assemble(("Server: ", "dim"), self.client.current_server or "none yet", ("   Breakers: ", "dim"),
+                             breakers_text(self.client.breaker_states()))
+        changes = self.watch.drain()
+        if changes:
+            line.append("   Recent: " + "; ".join(changes), style="yellow")
+        return line
+
+    def ask(self, prompt: str, **options: Any) -> str:
+        return Prompt.ask(Text(prompt), console=self.console, **options)
+
+    def list_events(self) -> None:
+        self.console.print(events_table(self.client.list_events()))
+
+    def reserve(self) -> None:
+        events = self.client.list_events()
+        if not events:
+            self.console.print("No events yet.")
+            return
+        self.console.print(events_table(events))
+        ids = [str(event.id) for event in events]
+        event_id = IntPrompt.ask("Event id", choices=ids, show_choices=len(ids) <= 12, console=self.console)
+        event = next(event for event in events if event.id == event_id)
+        sector = None
+        if len(event.sectors) > 1:
+            sector = self.ask("Sector", choices=[s.name for s in event.sectors])
+        quantity = IntPrompt.ask("Quantity", default=1, console=self.console)
+        customer = self.ask("Name")
+        email = self.ask("Email")
+        category = self.ask("Category", choices=["full", "half"], default="full")
+        reservation = self.client.reserve(event.id, quantity, customer, email, sector=sector, category=category)
+        self.console.print(reservation_view(reservation))
+        if reservation.status != "held":
+            return
+        expires = format_time(reservation.expires_at)
+        if Confirm.ask(Text(f"Confirm now? Otherwise the hold is kept until {expires}"), default=True, console=self.console):
+            self.console.print(reservation_view(self.client.confirm(reservation.code, email)))
+        else:
+            self.console.print(Text(f"Hold kept: confirm {reservation.code} with the same email before {expires}.", style="yellow"))
+
+    def code_and_email(self) -> tuple[str, str]:
+        return self.ask("Reservation code"), self.ask("Email")
+
+    def confirm(self) -> None:
+        self.console.print(reservation_view(self.client.confirm(*self.code_and_email())))
+
+    def cancel(self) -> None:
+        code, email = self.code_and_email()
+        if Confirm.ask(Text(f"Cancel {code}? Its tickets go back on sale"), default=False, console=self.console):
+            self.console.print(reservation_view(self.client.cancel(code, email)))
+
+    def look_up(self) -> None:
+        self.console.print(reservation_view(self.client.get_reservation(*self.code_and_email())))
+
+    def server_status(self) -> None:
+        self.console.print(status_view(self.client.status(), self.client))
+
+    def create_event(self) -> None:
+        preset = os.environ.get(TOKEN_ENV, "")
+        hint = f" (Enter for ${TOKEN_ENV})" if preset else ""
+        token = self.ask(f"Admin token{hint}", password=True, default=preset, show_default=False)
+        name = self.ask("Event name")
+        venue = self.ask("Venue")
+        starts_at = self.ask("Starts at (ISO 8601, e.g. 2027-03-13T20:00:00-03:00)")
+        while True:
+            text = self.ask("Sectors as Name:price_cents:capacity, comma separated")
+            try:
+                sectors = [parse_sector(part) for part in text.split(",") if part.strip()]
+            except ValueError as exc:
+                self.console.print(Text(str(exc), style="red"))
+                continue
+            break
+        event = self.client.create_event(token, name, venue, starts_at, sectors)
+        self.console.print(events_table([event], title="Event created"))
+
+
+# -- the swarm ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwarmPlan:
+    """What every terminal of a swarm does; plain values, so it crosses into worker processes."""
+
+    name_servers: tuple[str, ...]
+    servers: tuple[str, ...]
+    timeout: float
+    event_id: int
+    quantity: int
+    sector: str | None
+    confirm: bool
+    max_per_client: int | None
+
+
+@dataclass
+class TerminalTally:
+    """What one terminal saw; travels back from a worker process as a plain dict."""
+
+    reservations: list[tuple[str, str, str, int]] = field(default_factory=list)
+    """(code, email, status, quantity) of every reservation the box office granted."""
+    pending: list[tuple[str, int]] = field(default_factory=list)
+    """(request id, terminal number) of a purchase left without an answer: it may or may not have happened."""
+    sold_out: int = 0
+    other_refusals: int = 0
+    unavailable: int = 0
+    calls: int = 0
+    last_refusal: str = ""
+
+
+def swarm_identity(number: int) -> tuple[str, str]:
+    return f"Swarm terminal {number}", f"swarm-{number}@example.com"
+
+
+def run_terminal(plan: SwarmPlan, number: int, sold: Callable[[int], None]) -> TerminalTally:
+    """Buy until the box office says no. After an outage the same request id is sent again, so a purchase
+    the server made but could not report is found again instead of being made twice."""
+    tally = TerminalTally()
+    customer, email = swarm_identity(number)
+    request_id = uuid.uuid4().hex
+    outages = 0
+    with TicketClient(plan.name_servers, plan.servers, plan.timeout) as client:
+        while plan.max_per_client is None or len(tally.reservations) < plan.max_per_client:
+            tally.calls += 1
+            try:
+                reservation = client.reserve(plan.event_id, plan.quantity, customer, email, sector=plan.sector,
+                                             confirm=plan.confirm, request_id=request_id)
+            except SoldOut:
+                tally.sold_out += 1
+                break
+            except ReservationError as exc:
+                tally.other_refusals += 1
+                tally.last_refusal = f"{type(exc).__name__}: {exc}"
+                break
+            except Unavailable:
+                tally.unavailable += 1
+                outages += 1
+                if outages >= SWARM_MAX_OUTAGES:
+                    tally.pending.append((request_id, number))
+                    break
+                continue
+            outages = 0
+            request_id = uuid.uuid4().hex
+            tally.reservations.append((reservation.code, email, reservation.status, reservation.quantity))
+            sold(reservation.quantity)
+    return tally
+
+
+def run_terminals(plan: SwarmPlan, first: int, count: int, sold: Callable[[int], None]) -> list[TerminalTally]:
+    """Terminals as threads; daemon threads, so Ctrl-C ends the run without waiting for them."""
+    tallies: list[TerminalTally] = [TerminalTally() for _ in range(count)]
+
+    def work(index: int) -> None:
+        tallies[index] = run_terminal(plan, first + index, sold)
+
+    threads = [threading.Thread(target=work, args=(i,), name=f"terminal-{first + i}", daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tallies
+
+
+def swarm_worker(plan: SwarmPlan, first: int, count: int, pipe: multiprocessing.connection.Connection) -> None:
+    """A worker process: its terminals report each sale through the pipe, then the tallies, as plain data.
+
+    It ignores Ctrl-C, which the terminal sends to the whole process group: the parent decides when to stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lock = threading.Lock()
+
+    def sold(quantity: int) -> None:
+        with lock:
+            pipe.send(("sold", quantity))
+
+    tallies = run_terminals(plan, first, count, sold)
+    pipe.send(("done", [asdict(tally) for tally in tallies]))
+    pipe.close()
+
+
+def run_in_processes(plan: SwarmPlan, clients: int, processes: int, sold: Callable[[int], None]) -> tuple[list[TerminalTally], list[str]]:
+    """Spread the terminals over worker processes; returns their tallies and any worker that died silently."""
+    context = multiprocessing.get_context("spawn")
+    readers: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
+    first = 0
+    for index in range(processes):
+        count = clients // processes + (1 if index < clients % processes else 0)
+        if not count:
+            continue
+        reader, writer = context.Pipe(duplex=False)
+        worker = context.Process(target=swarm_worker, args=(plan, first, count, writer), name=f"swarm-{index}", daemon=True)
+        worker.start()
+        writer.close()
+        readers[reader] = worker
+        first += count
+    workers = list(readers.values())
+    tallies: list[TerminalTally] = []
+    lost: list[str] = []
+    try:
+        while readers:
+            for reader in multiprocessing.connection.wait(list(readers)):
+                assert isinstance(reader, multiprocessing.connection.Connection)
+                try:
+                    kind, payload = reader.recv()
+                except EOFError:
+                    worker = readers.pop(reader)
+                    worker.join()
+                    lost.append(f"worker process {worker.pid} exited (code {worker.exitcode}) before reporting its terminals")
+                    continue
+                if kind == "sold":
+                    sold(payload)
+                else:
+                    tallies.extend(TerminalTally(**tally) for tally in payload)
+                    readers.pop(reader).join()
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+    return tallies, lost
+
+
+def tickets_taken(event: Event) -> int:
+    return sum(sector.capacity - sector.available for sector in event.sectors)
+
+
+def settle(client: TicketClient, plan: SwarmPlan, pending: list[tuple[str, int]]) -> list[tuple[str, str, str, int]]:
+    """Send each unanswered purchase once more with its own request id: the box office answers with the
+    reservation it made then, or makes it now, or refuses; either way the count becomes exact."""
+    settled = []
+    for request_id, number in pending:
+        customer, email = swarm_identity(number)
+        try:
+            reservation = client.reserve(plan.event_id, plan.quantity, customer, email, sector=plan.sector,
+                                         confirm=plan.confirm, request_id=request_id)
+        except ReservationError:
+            continue
+        settled.append((reservation.code, email, reservation.status, reservation.quantity))
+    return settled
+
+
+def check_swarm(client: TicketClient, plan: SwarmPlan, before: Event, tallies: list[TerminalTally]) -> tuple[dict[str, Any], list[str]]:
+    """Compare what the terminals were told with what the box office now says, through the public API only.
+
+    Assumes nobody else sells this event during the run.
+    """
+    pending = [item for tally in tallies for item in tally.pending]
+    reservations = [item for tally in tallies for item in tally.reservations] + settle(client, plan, pending)
+    sold = sum(quantity for *_, quantity in reservations)
+    after = client.get_event(plan.event_id)
+    taken = tickets_taken(after) - tickets_taken(before)
+    violations = []
+    if taken != sold:
+        violations.append(f"the event has {taken} fewer tickets available than before the run, but the swarm was given {sold}")
+    for code, times in Counter(code for code, *_ in reservations).items():
+        if times > 1:
+            violations.append(f"reservation code {code} was handed out {times} times")
+    verified = 0
+    for code, email, status, _ in reservations:
+        if status != "confirmed":
+            continue
+        try:
+            found = client.get_reservation(code, email)
+        except ReservationError as exc:
+            violations.append(f"{code} was confirmed, but the box office now answers {type(exc).__name__}: {exc}")
+            continue
+        if found.status != "confirmed":
+            violations.append(f"{code} was confirmed, but the box office now says {found.status}")
+        verified += 1
+    facts = {
+        "reservations": len(reservations),
+        "sold": sold,
+        "settled": len(pending),
+        "verified_confirmed": verified,
+        "taken_before": tickets_taken(before),
+        "available_after": sum(sector.available for sector in after.sectors),
+    }
+    return facts, violations
+
+
+def run_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    before = client.get_event(args.event)
+    plan = SwarmPlan(tuple(args.name_servers), tuple(args.servers), args.timeout, args.event, args.quantity, args.sector,
+                     args.confirm, args.max_per_client)
+    scope = before.sector(args.sector) if args.sector else None
+    goal = scope.available if scope else sum(sector.available for sector in before.sectors)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, disable=not err.is_terminal, transient=True)
+    with bar:
+        task = bar.add_task(f"{args.clients} terminals buying from {before.name}", total=goal)
+
+        def sold(quantity: int) -> None:
+            bar.advance(task, quantity)
+
+        started = time.monotonic()
+        if args.processes:
+            tallies, violations = run_in_processes(plan, args.clients, args.processes, sold)
+        else:
+            tallies, violations = run_terminals(plan, 0, args.clients, sold), []
+        elapsed = time.monotonic() - started
+    facts, broken = check_swarm(client, plan, before, tallies)
+    violations += broken
+    calls = sum(tally.calls for tally in tallies)
+    summary = {
+        "event": args.event,
+        "clients": args.clients,
+        "processes": args.processes,
+        "mode": "confirm" if args.confirm else "hold",
+        **facts,
+        "sold_out": sum(tally.sold_out for tally in tallies),
+        "other_refusals": sum(tally.other_refusals for tally in tallies),
+        "last_refusal": next((tally.last_refusal for tally in tallies if tally.last_refusal), ""),
+        "unavailable": sum(tally.unavailable for tally in tallies),
+        "calls": calls,
+        "calls_per_s": round(calls / elapsed, 1) if elapsed > 0 else 0.0,
+        "elapsed_s": round(elapsed, 3),
+        "consistent": not violations,
+        "violations": violations,
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        out.print(swarm_view(summary))
+    return EXIT_OK if not violations else EXIT_INCONSISTENT
+
+
+def swarm_view(summary: dict[str, Any]) -> Group:
+    table = Table(title=f"Swarm on event {summary['event']}", header_style="bold")
+    table.add_column("Measure")
+    table.add_column("Value", justify="right")
+    for label, key in (
+        ("reservations made", "reservations"),
+        ("tickets sold" if summary["mode"] == "confirm" else "tickets held", "sold"),
+        ("refused as sold out", "sold_out"),
+        ("other refusals", "other_refusals"),
+        ("Unavailable errors", "unavailable"),
+        ("unanswered purchases settled", "settled"),
+        ("calls/s", "calls_per_s"),
+        ("elapsed (s)", "elapsed_s"),
+    ):
+        table.add_row(label, str(summary[key]))
+    parts: list[RenderableType] = [table]
+    if summary["last_refusal"]:
+        parts.append(Text(f"Last other refusal: {summary['last_refusal']}", style="yellow"))
+    if summary["consistent"]:
+        parts.append(Text(
+            f"Consistent: {summary['sold']} tickets sold = tickets gone from the event; every code unique; "
+            f"{summary['verified_confirmed']} confirmations verified.", style="bold green"))
+    else:
+        parts.append(Text("INCONSISTENT:", style="bold red"))
+        parts.extend(Text(f"  - {violation}", style="red") for violation in summary["violations"])
+    return Group(*parts)
+
+
+# -- the demo -----------------------------------------------------------------------------------------------
+
+
+class DemoError(Exception):
+    """A demo process did not come up; the message says which and where its log is."""
+
+
+@dataclass
+class Child:
+    """A process the demo started; its output goes to `log`, so it survives however the demo ends."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    address: str = ""
+
+
+def port_is_free(port: int) -> bool:
+    """Bind the way our servers do (create_server sets SO_REUSEADDR), so lingering TIME_WAIT is not 'busy'."""
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            return True
+    except OSError:
+        return False
+
+
+def choose_port(wanted: int, taken: set[int], what: str, console: Console) -> int:
+    """`wanted` if nobody listens there; otherwise a port the kernel hands out, and the user is told."""
+    port = wanted
+    while port in taken or not port_is_free(port):
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            port = probe.getsockname()[1]
+    if port != wanted:
+        console.print(Text(f"Port {wanted} is busy; the {what} will use port {port} instead.", style="yellow"))
+    taken.add(port)
+    return port
+
+
+def start_child(name: str, args: list[str], log: Path, ready: str) -> Child:
+    """Start `python <args>` beside cli.py and wait (polling its log, with a deadline) for its readiness line."""
+    with log.open("ab") as handle:
+        offset = handle.tell()
+        popen = subprocess.Popen([sys.executable, *args], cwd=HERE, stdin=subprocess.DEVNULL, stdout=handle,
+                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    child = Child(name, popen, log)
+    deadline = time.monotonic() + DEMO_READY_SECONDS
+    while True:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+        line = next((line for line in lines if ready in line), None)
+        if line is not None:
+            child.address = line.rsplit(maxsplit=1)[-1]
+            return child
+        if popen.poll() is not None:
+            raise DemoError(f"the {name} exited (code {popen.returncode}) before it was ready; see {log}")
+        if time.monotonic() >= deadline:
+            raise DemoError(f"the {name} was not ready within {DEMO_READY_SECONDS:.0f} s; see {log}")
+        time.sleep(DEMO_POLL_SECONDS)
+
+
+def wait_for_registrations(name_server: str, servers: list[Child]) -> None:
+    """Until the name server lists every ticket server, so the first command of the demo finds them all."""
+    wanted = {parse_address(child.address)[1] for child in servers}
+    discovery = NameServerClient([name_server], timeout=1.0)
+    deadline = time.monotonic() + DEMO_READY_SECONDS
+    while True:
+        discovery.refresh()
+        listed = {port for _, port in discovery.cached}
+        if wanted <= listed:
+            return
+        if time.monotonic() >= deadline:
+            missing = ", ".join(str(port) for port in sorted(wanted - listed))
+            why = f" ({discovery.last_error})" if discovery.last_error else ""
+            raise DemoError(f"the name server {name_server} does not list the ticket servers on port {missing}{why}")
+        time.sleep(DEMO_POLL_SECONDS)
+
+
+def stop_children(children: list[Child]) -> None:
+    """Ticket servers first, so they can unregister while the name server still listens; SIGTERM, then
+    SIGKILL whatever is still running after the grace period. A second Ctrl-C must not cut this short."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for group in (children[1:], children[:1]):
+            for child in group:
+                if child.popen.poll() is None:
+                    child.popen.terminate()
+            deadline = time.monotonic() + DEMO_STOP_GRACE
+            for child in group:
+                try:
+                    child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.popen.kill()
+                    child.popen.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Name server, then ticket servers one at a time (the first creates the database and the admin token,
+    which two servers starting together would race for), then the menu or a wait for Ctrl-C/SIGTERM."""
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    db = data / "tickets.db"
+    children: list[Child] = []
+    # SIGTERM becomes KeyboardInterrupt, so `kill` takes the same clean way out as Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        taken: set[int] = set()
+        ns_port = choose_port(args.ns_port, taken, "name server", out)
+        server_ports = [choose_port(args.port_base + i, taken, f"ticket server {i + 1}", out) for i in range(args.server_count)]
+        with out.status("Starting the name server…") as spinner:
+            children.append(start_child("name server", ["name_server.py", "--port", str(ns_port)], data / "name-server.log",
+                                        "Name server listening on"))
+            name_server = children[0].address
+            for number, port in enumerate(server_ports, start=1):
+                spinner.update(f"Starting ticket server {number} of {args.server_count} on port {port}…")
+                children.append(start_child(
+                    f"ticket server on port {port}",
+                    ["server.py", "--port", str(port), "--db", str(db), "--name-server", name_server],
+                    data / f"server-{port}.log", "Ticket server listening on"))
+            spinner.update("Waiting for the name server to list every ticket server…")
+            wait_for_registrations(name_server, children[1:])
+        describe_demo(children, data, db, out)
+        if args.no_interactive:
+            out.print(f"Demo ready: name server {name_server}. Stop with Ctrl-C or SIGTERM.")
+            while True:
+                signal.pause()
+        with TicketClient([name_server], timeout=args.timeout) as client:
+            return Menu(client, out).run()
+    except DemoError as exc:
+        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        out.print()
+        return EXIT_OK
+    finally:
+        if children:
+            with out.status("Stopping the demo processes…"):
+                stop_children(children)
+            out.print("Demo stopped.")
+        signal.signal(signal.SIGTERM, previous)
+
+
+def describe_demo(children: list[Child], data: Path, db: Path, out: Console) -> None:
+    table = Table.grid(padding=(0, 2))
+    for child in children:
+        table.add_row(Text(child.name.capitalize(), style="bold"), child.address, f"pid {child.popen.pid}", str(child.log))
+    out.print(table)
+    out.print(f"Logs: {data}{os.sep}*.log")
+    if os.environ.get(TOKEN_ENV):
+        out.print(f"Admin token: the one in ${TOKEN_ENV}")
+    else:
+        out.print(f"Admin token: in {db}.admin-token")
+    out.print("For more terminals: python cli.py --name-server " + children[0].address)
+
+
+# -- arguments and main -------------------------------------------------------------------------------------
+
+
+def add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options every box-office command shares. Subcommands repeat them with suppressed defaults, so
+    `cli.py events --json` works as well as `cli.py --json events` without one erasing the other."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    host_port = _argument(_host_port)
+    parser.add_argument("--name-server", action="append", dest="name_servers", type=host_port, metavar="HOST:PORT",
+                        default=default(None),
+                        help="a name server; repeat for several "
+                             f"(env BILHETERIA_NAME_SERVERS, comma separated; default {DEFAULT_NAME_SERVER})")
+    parser.add_argument("--server", action="append", dest="servers", type=host_port, metavar="HOST:PORT", default=default(None),
+                        help="a ticket server to use directly, skipping discovery; repeat for several (env BILHETERIA_SERVERS)")
+    parser.add_argument("--timeout", type=float, default=default(5.0), metavar="SECONDS",
+                        help="give up on a call after this long, retries and failover included (default 5)")
+    parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON document")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py",
+        description="bilheteria terminal: without a command, an interactive box office menu.",
+        epilog="Exit codes: 0 ok, 1 refused, 2 usage, 3 unavailable, 4 swarm inconsistency, 130 interrupted.",
+    )
+    add_connection_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_connection_options(sub, suppress=True)
+        return sub
+
+    command("events", "list the events with availability and prices")
+    reserve = command("reserve", "hold tickets (or buy them at once with --confirm)")
+    reserve.add_argument("event_id", type=int, metavar="EVENT_ID")
+    reserve.add_argument("quantity", type=int, metavar="QUANTITY")
+    reserve.add_argument("--name", required=True, help="the customer's name")
+    reserve.add_argument("--email", required=True, help="the customer's email; needed to confirm, cancel or look up")
+    reserve.add_argument("--sector", help="needed when the event has several sectors")
+    reserve.add_argument("--category", choices=("full", "half"), default="full", help="full or half price (default full)")
+    reserve.add_argument("--confirm", action="store_true", help="buy at once instead of holding")
+    for name, help_text in (("confirm", "confirm a held reservation"), ("cancel", "cancel a reservation"),
+                            ("show", "look up a reservation")):
+        sub = command(name, help_text)
+        sub.add_argument("code", metavar="CODE")
+        sub.add_argument("--email", required=True, help="the email the reservation was made with")
+    command("status", "the answering server's status and this terminal's circuit breakers")
+    create = command("create-event", "admin: put a new event on sale")
+    create.add_argument("--token", help=f"the admin token (env {TOKEN_ENV})")
+    create.add_argument("--name", required=True)
+    create.add_argument("--venue", required=True)
+    create.add_argument("--starts-at", required=True, metavar="ISO", help="e.g. 2027-03-13T20:00:00-03:00")
+    create.add_argument("--sector", action="append", dest="sectors", type=_argument(parse_sector), required=True,
+                        metavar="NAME:PRICE_CENTS:CAPACITY", help="repeat for each sector")
+    swarm = command("swarm", "many concurrent terminals buying until sold out, then a consistency check")
+    swarm.add_argument("--clients", type=_argument(_positive_int), default=50, help="concurrent terminals (default 50)")
+    swarm.add_argument("--event", type=int, required=True, help="the event id")
+    swarm.add_argument("--quantity", type=int, default=1, help="tickets per purchase (default 1)")
+    swarm.add_argument("--sector", help="needed when the event has several sectors")
+    swarm.add_argument("--processes", type=_argument(_positive_int), default=0,
+                       help="spread the terminals over this many worker processes (default: threads in this one)")
+    swarm.add_argument("--max-per-client", type=_argument(_positive_int), default=None,
+                       help="stop a terminal after this many purchases (default: until sold out)")
+    mode = swarm.add_mutually_exclusive_group()
+    mode.add_argument("--confirm", dest="confirm", action="store_true", default=True, help="buy (default)")
+    mode.add_argument("--hold", dest="confirm", action="store_false", help="only hold the tickets")
+    demo = commands.add_parser("demo", help="start a name server and ticket servers here, then the menu",
+                               description="Start a name server and ticket servers as child processes, then the menu.")
+    demo.add_argument("--data", default="data", help="directory for tickets.db, its admin token and the logs (default ./data)")
+    demo.add_argument("--servers", dest="server_count", type=_argument(_positive_int), default=2,
+                      help="ticket servers to start (default 2)")
+    demo.add_argument("--port-base", type=int, default=18861, help="first ticket server port (default 18861)")
+    demo.add_argument("--ns-port", type=int, default=18811, help="name server port (default 18811)")
+    demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
+    return parser
+
+
+def addresses(parser: argparse.ArgumentParser, given: list[str] | None, env: str, default: Sequence[str]) -> list[str]:
+    """Flags first, then the environment (comma separated), then the default."""
+    if given:
+        return given
+    listed = [item.strip() for item in os.environ.get(env, "").split(",") if item.strip()]
+    for item in listed:
+        try:
+            parse_address(item)
+        except ValueError as exc:
+            parser.error(f"{env}: {exc}")
+    return listed or list(default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if args.command is None and args.json:
+        parser.error("--json needs a command; the interactive menu is for people")
+    if args.command == "demo":
+        if args.json or args.servers or args.name_servers:
+            parser.error("demo starts its own name server; --name-server, --server and --json do not apply")
+        return run_demo(args, out, err)
+    if args.command == "create-event":
+        args.token = args.token or os.environ.get(TOKEN_ENV)
+        if not args.token:
+            parser.error(f"create-event needs --token (or {TOKEN_ENV})")
+    args.name_servers = addresses(parser, args.name_servers, "BILHETERIA_NAME_SERVERS", [DEFAULT_NAME_SERVER])
+    args.servers = addresses(parser, args.servers, "BILHETERIA_SERVERS", [])
+    try:
+        with TicketClient(args.name_servers, args.servers, args.timeout) as client:
+            if args.command is None:
+                return Menu(client, out).run()
+            if args.command == "swarm":
+                try:
+                    return run_swarm(client, args, out, err)
+                except (ReservationError, Unavailable) as exc:
+                    return report_failure(exc, client, args.json, err)
+            return run_command(client, args, out, err)
+    except EOFError:
+        out.print("\nBye.")
+        return EXIT_OK
+    except KeyboardInterrupt:
+        err.print("\nInterrupted.")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
