@@ -6,11 +6,11 @@ oversell even when several server processes share one file; the unique `request_
 reservation return the original; `synchronous=FULL` in WAL mode puts each commit on disk before the
 server answers.
 
-Writes go through one writer thread per process that commits whatever requests are waiting in a single
-transaction (group commit): each request runs inside its own savepoint, so a refusal undoes only that
-request, and one fsync covers the whole batch. That thread is the in-process mutual exclusion;
-`BEGIN IMMEDIATE` is the one across processes. Reads use a small pool of connections and never wait for
-writes (WAL readers see the last commit).
+Writes are committed in groups: a caller queues its write, and whichever caller holds the write lock
+(the leader) commits everything queued so far in one transaction, each write inside its own savepoint so
+a refusal undoes only that write; one fsync covers the whole group. The write lock is the in-process
+mutual exclusion; `BEGIN IMMEDIATE` is the one across processes. Reads use a small pool of connections
+and never wait for writes (WAL readers see the last commit).
 
 This module knows nothing of RPyC; it speaks in records (records.py) and refusals (errors.py).
 """
@@ -45,11 +45,11 @@ MAX_EMAIL = 254
 MAX_CAPACITY = 10_000_000
 MAX_PRICE_CENTS = 100_000_000
 MAX_SECTORS = 50
-BATCH_LIMIT = 256
 WRITE_TIMEOUT_SECONDS = 30.0
 CATEGORIES = {"full": (1, 1), "half": (1, 2)}
 """Price category -> (numerator, denominator) of the sector price; half rounds up to the cent."""
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: codes are read aloud at a counter."""
@@ -149,7 +149,7 @@ def _clean_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
         raise InvalidRequest(f"{what} must not be empty")
     if len(text) > limit:
         raise InvalidRequest(f"{what} is too long ({len(text)} characters, at most {limit})")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if CONTROL_CHARACTERS.search(text):
         raise InvalidRequest(f"{what} must not contain control characters")
     return text
 
@@ -171,13 +171,13 @@ def _clean_starts_at(value: str) -> str:
 
 
 class _Job:
-    """One write waiting for the writer thread; the caller blocks on `done`."""
+    """One queued write; `finished` flips once a leader has committed (or failed) it."""
 
-    __slots__ = ("done", "error", "op", "result")
+    __slots__ = ("error", "finished", "op", "result")
 
     def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
         self.op = op
-        self.done = threading.Event()
+        self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -207,12 +207,12 @@ class Store:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._pending: list[_Job] = []
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
         self._writer_connection = self._connect()
         self._migrate(seed_demo)
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
         expired = self.expire_holds()
         if expired:
             log.info("expired %d holds that lapsed while the server was down", expired)
@@ -269,36 +269,35 @@ class Store:
             raise
 
     def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` inside the next group-commit transaction and return once it is durable."""
-        if self._closed:
-            raise Unavailable("the store is closed")
+        """Run `op` inside the next group commit and return once it is durable.
+
+        Callers queue their write, then take turns at the write lock. The one holding it commits every
+        write queued so far, its own and others'; a caller whose write was taken along finds it finished
+        when its turn comes and leaves at once. No writer thread, so no hand-off on the way in.
+        """
         job = _Job(op)
-        self._jobs.put(job)
-        if not job.done.wait(WRITE_TIMEOUT_SECONDS):
+        with self._pending_lock:
+            self._pending.append(job)
+        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT_SECONDS):
             raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
+        try:
+            if not job.finished:
+                if self._closed:
+                    raise Unavailable("the store is closed")
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_batch(batch)
+        finally:
+            self._write_lock.release()
         if job.error is not None:
             raise job.error
         return job.result
 
-    def _write_loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._jobs.put(None)
-                    break
-                batch.append(more)
-            self._commit_batch(batch)
-
     def _commit_batch(self, batch: list[_Job]) -> None:
+        """One transaction for the whole group; every job leaves finished, with a result or an error."""
         connection = self._writer_connection
+        committed = False
+        reason = "the write was interrupted"
         try:
             connection.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -310,14 +309,18 @@ class Store:
                     job.error = exc if isinstance(exc, ReservationError) else self._as_unavailable(exc)
                 connection.execute("RELEASE request")
             connection.execute("COMMIT")
+            committed = True
         except sqlite3.Error as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            log.error("batch of %d writes not committed: %s", len(batch), exc)
+            log.error("group of %d writes not committed: %s", len(batch), exc)
+            reason = f"the database could not commit: {exc}"
+        finally:
+            if not committed:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                for job in batch:
+                    job.result, job.error = None, Unavailable(reason)
             for job in batch:
-                job.result, job.error = None, Unavailable(f"the database could not commit: {exc}")
-        for job in batch:
-            job.done.set()
+                job.finished = True
 
     @staticmethod
     def _as_unavailable(exc: BaseException) -> BaseException:
@@ -327,12 +330,11 @@ class Store:
         return exc
 
     def close(self) -> None:
-        """Finish queued writes, then close every connection (the WAL is checkpointed by the last close)."""
+        """Let the write in progress finish, then close every connection (the last close checkpoints the WAL)."""
         if self._closed:
             return
-        self._closed = True
-        self._jobs.put(None)
-        self._writer.join(timeout=30)
+        with self._write_lock:
+            self._closed = True
         with self._connections_lock:
             for connection in self._all_connections:
                 connection.close()
@@ -447,51 +449,89 @@ class Store:
         wanted = (event_id, sector, quantity, customer, email, category)
 
         def op(connection: sqlite3.Connection) -> Reservation:
-            existing = connection.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE request_id = ?", (request_id,)
-            ).fetchone()
-            if existing is not None:
-                return self._replayed(existing, wanted)
+            taken = self._take_on_the_fast_path(connection, event_id, sector, quantity)
+            if taken is None:
+                existing = self._by_request_id(connection, request_id)
+                if existing is not None:
+                    return self._replayed(existing, wanted)
+                taken = self._take_or_explain(connection, event_id, sector, quantity)
+            sector_name, price = taken
             now = self.clock()
-            sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
-            if event_status != "on_sale":
-                raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
-            updated = connection.execute(
-                "UPDATE sectors SET available = available - ? WHERE event_id = ? AND name = ? AND available >= ?",
-                (quantity, event_id, sector_name, quantity),
-            ).rowcount
-            if updated != 1:
-                left = connection.execute(
-                    "SELECT available FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
-                ).fetchone()[0]
-                if left:
-                    raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
-                raise SoldOut(f"{sector_name} for {event_name} is sold out")
             numerator, denominator = CATEGORIES[category]
             unit = -(-price * numerator // denominator)
             status, expires_at = ("confirmed", None) if confirm else ("held", now + self.hold_seconds)
             details = (event_id, sector_name, quantity, customer, email, category, unit, unit * quantity, status, now, expires_at)
             row = self._insert_reservation(connection, details, request_id)
+            if row is None:
+                # The request id is taken: this is a retry of a reservation made earlier. Give back what
+                # was just taken, inside this same transaction, and answer with the original.
+                connection.execute(
+                    "UPDATE sectors SET available = available + ? WHERE event_id = ? AND name = ?", (quantity, event_id, sector_name)
+                )
+                return self._replayed(self._by_request_id(connection, request_id), wanted)
             self._record(connection, now, "sell" if confirm else "hold", row[0], event_id, sector_name, quantity)
             return _reservation(row)
 
         return self._submit(op)
 
     @staticmethod
-    def _insert_reservation(connection: sqlite3.Connection, details: tuple, request_id: str) -> tuple:
-        """Insert under a fresh code; a clash between two random codes is rare enough to just draw again."""
+    def _take_on_the_fast_path(
+        connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int
+    ) -> tuple[str, int] | None:
+        """The common case in one statement: the event is on sale and the sector has the tickets.
+
+        None means "look closer": no sector named, a refusal to explain, or a retry to recognise.
+        """
+        if sector is None:
+            return None
+        row = connection.execute(
+            "UPDATE sectors SET available = available - ?1 WHERE event_id = ?2 AND name = ?3 AND available >= ?1 "
+            "AND (SELECT status FROM events WHERE id = ?2) = 'on_sale' RETURNING price_cents",
+            (quantity, event_id, sector),
+        ).fetchone()
+        return None if row is None else (sector, row[0])
+
+    def _take_or_explain(self, connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int) -> tuple[str, int]:
+        """The slow path: resolve the sector, then take the tickets or say precisely why not."""
+        sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
+        if event_status != "on_sale":
+            raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
+        updated = connection.execute(
+            "UPDATE sectors SET available = available - ? WHERE event_id = ? AND name = ? AND available >= ?",
+            (quantity, event_id, sector_name, quantity),
+        ).rowcount
+        if updated != 1:
+            left = connection.execute(
+                "SELECT available FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
+            ).fetchone()[0]
+            if left:
+                raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
+            raise SoldOut(f"{sector_name} for {event_name} is sold out")
+        return sector_name, price
+
+    @staticmethod
+    def _by_request_id(connection: sqlite3.Connection, request_id: str) -> tuple | None:
+        return connection.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE request_id = ?", (request_id,)).fetchone()
+
+    @staticmethod
+    def _insert_reservation(connection: sqlite3.Connection, details: tuple, request_id: str) -> tuple | None:
+        """Insert under a fresh code, or None when the request id is already taken.
+
+        A clash between two random codes is rare enough to just draw again.
+        """
         for attempt in range(5):
             row = (new_code(), *details)
             try:
-                connection.execute(
-                    f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserted = connection.execute(
+                    f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
                     (*row, request_id),
-                )
+                ).rowcount
             except sqlite3.IntegrityError:
                 if attempt == 4:
                     raise
                 continue
-            return row
+            return row if inserted else None
         raise AssertionError("unreachable")
 
     @staticmethod
