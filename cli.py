@@ -145,8 +145,8 @@ def styled(value: str) -> Text:
 
 def events_table(events: Sequence[Event], title: str = "Events") -> Table:
     table = Table(title=title, header_style="bold", show_lines=True)
-    for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors (available/capacity, price)"):
-        table.add_column(column)
+    for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors: left/total · price"):
+        table.add_column(column, no_wrap=column in ("Id", "Starts", "Status"))
     for event in events:
         sectors = Text("\n").join(
             Text(f"{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
@@ -842,7 +842,7 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
             for number, port in enumerate(server_ports, start=1):
                 spinner.update(f"Starting ticket server {number} of {args.server_count} on port {port}…")
                 children.append(start_child(
-                    f"ticket server on port {port}",
+                    f"ticket server {number}",
                     ["server.py", "--port", str(port), "--db", str(db), "--name-server", name_server],
                     data / f"server-{port}.log", "Ticket server listening on"))
             spinner.update("Waiting for the name server to list every ticket server…")
@@ -869,16 +869,14 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def describe_demo(children: list[Child], data: Path, db: Path, out: Console) -> None:
-    table = Table.grid(padding=(0, 2))
     for child in children:
-        table.add_row(Text(child.name.capitalize(), style="bold"), child.address, f"pid {child.popen.pid}", str(child.log))
-    out.print(table)
+        out.print(Text.assemble((f"{child.name:<16}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
     out.print(f"Logs: {data}{os.sep}*.log")
     if os.environ.get(TOKEN_ENV):
         out.print(f"Admin token: the one in ${TOKEN_ENV}")
     else:
         out.print(f"Admin token: in {db}.admin-token")
-    out.print("For more terminals: python cli.py --name-server " + children[0].address)
+    out.print(f"More terminals: python cli.py --name-server {children[0].address}")
 
 
 # -- arguments and main -------------------------------------------------------------------------------------
