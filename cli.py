@@ -225,7 +225,7 @@ def error_document(exc: Exception, client: TicketClient) -> dict[str, Any]:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -478,6 +478,8 @@ class TerminalTally:
     unavailable: int = 0
     calls: int = 0
     last_refusal: str = ""
+    crashed: str = ""
+    """Set when the terminal died of something unexpected: its purchases are then unaccounted for."""
 
 
 def swarm_identity(number: int) -> tuple[str, str]:
@@ -523,7 +525,10 @@ def run_terminals(plan: SwarmPlan, first: int, count: int, sold: Callable[[int],
     tallies: list[TerminalTally] = [TerminalTally() for _ in range(count)]
 
     def work(index: int) -> None:
-        tallies[index] = run_terminal(plan, first + index, sold)
+        try:
+            tallies[index] = run_terminal(plan, first + index, sold)
+        except Exception as exc:  # noqa: BLE001 - reported as a swarm violation instead of a traceback on the screen
+            tallies[index] = TerminalTally(crashed=f"terminal {first + index} crashed: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=work, args=(i,), name=f"terminal-{first + i}", daemon=True) for i in range(count)]
     for thread in threads:
@@ -571,7 +576,6 @@ def run_in_processes(plan: SwarmPlan, clients: int, processes: int, sold: Callab
     try:
         while readers:
             for reader in multiprocessing.connection.wait(list(readers)):
-                assert isinstance(reader, multiprocessing.connection.Connection)
                 try:
                     kind, payload = reader.recv()
                 except EOFError:
@@ -621,7 +625,7 @@ def check_swarm(client: TicketClient, plan: SwarmPlan, before: Event, tallies: l
     sold = sum(quantity for *_, quantity in reservations)
     after = client.get_event(plan.event_id)
     taken = tickets_taken(after) - tickets_taken(before)
-    violations = []
+    violations = [tally.crashed for tally in tallies if tally.crashed]
     if taken != sold:
         violations.append(f"the event has {taken} fewer tickets available than before the run, but the swarm was given {sold}")
     for code, times in Counter(code for code, *_ in reservations).items():
@@ -804,8 +808,9 @@ def wait_for_registrations(name_server: str, servers: list[Child]) -> None:
 
 def stop_children(children: list[Child]) -> None:
     """Ticket servers first, so they can unregister while the name server still listens; SIGTERM, then
-    SIGKILL whatever is still running after the grace period. A second Ctrl-C must not cut this short."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    SIGKILL whatever is still running after the grace period. A second Ctrl-C or SIGTERM must not cut this
+    short and leave orphans behind."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         for group in (children[1:], children[:1]):
             for child in group:
@@ -819,7 +824,8 @@ def stop_children(children: list[Child]) -> None:
                     child.popen.kill()
                     child.popen.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -857,7 +863,7 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     except DemoError as exc:
         err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
         return EXIT_UNAVAILABLE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EOFError):
         out.print()
         return EXIT_OK
     finally:
