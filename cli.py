@@ -102,7 +102,6 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    convert.__name__ = parse.__name__
     return convert
 
 
@@ -112,10 +111,9 @@ def _host_port(text: str) -> str:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a whole number of 1 or more, got {text}")
-    return value
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
 
 
 # -- how answers look -----------------------------------------------------------------------------------

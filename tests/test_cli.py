@@ -22,6 +22,8 @@ from cli import format_money, parse_sector
 from client_core import TicketClient
 
 CODE = re.compile(r"\b[A-Z0-9]{3}-[A-Z0-9]{3}\b")
+SERVING = re.compile(r"Server: (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:(\d+)")
+"""The menu's status line as a pseudo-terminal shows it, colour codes and all."""
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("BILHETERIA_")}
 
 
@@ -176,7 +178,7 @@ def test_swarm_sells_every_ticket_exactly_once(cluster) -> None:
         assert [s.available for s in client.get_event(event_id).sectors] == [0]
 
 
-def test_the_menu_through_a_pseudo_terminal(cluster) -> None:
+def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> None:
     menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
                          env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
     seen: list[str] = []
@@ -187,6 +189,14 @@ def test_the_menu_through_a_pseudo_terminal(cluster) -> None:
             menu.expect(prompt)
             menu.sendline(answer)
         menu.expect("confirmed")
+        menu.expect(SERVING)
+        first = int(menu.match.group(1))
+        menu.expect("Choose")
+        cluster.servers[first].kill()
+        menu.sendline("1")
+        menu.expect("Bachianas Brasileiras")
+        menu.expect(SERVING)
+        assert int(menu.match.group(1)) != first, "the menu should have failed over to the surviving server"
         menu.expect("Choose")
         menu.sendline("q")
         menu.expect(pexpect.EOF)
