@@ -41,6 +41,7 @@ from records import ServerStatus, to_wire
 VERSION = "0.1.0"
 SERVICE_NAME = "TICKETS"
 HEARTBEAT_SECONDS = 2.0
+ACTIVITY_SECONDS = 10.0
 MAX_WIRE_TEXT = 1000
 MAX_WIRE_INT = 2**53
 
@@ -134,7 +135,7 @@ def remote(method: Callable) -> Callable:
         except ReservationError as exc:
             with counters.lock:
                 counters.refusals += 1
-            log.info("refused %s from %s: %s: %s", name, self.peer, type(exc).__name__, exc)
+            log.debug("refused %s from %s: %s: %s", name, self.peer, type(exc).__name__, exc)
             raise
         except Unavailable as exc:
             with counters.lock:
@@ -233,20 +234,20 @@ class TicketService(rpyc.Service):
             request_id=_optional_str(request_id, "request_id"),
             confirm=_bool(confirm, "confirm"),
         )
-        log.info("%s %s: event %d %s x%d request %s from %s", reservation.status, reservation.code,
+        log.debug("%s %s: event %d %s x%d request %s from %s", reservation.status, reservation.code,
                  reservation.event_id, reservation.sector, reservation.quantity, request_id, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_confirm(self, code: Any, email: Any) -> tuple:
         reservation = self.box.store.confirm(_str(code, "code"), _str(email, "email"))
-        log.info("confirmed %s from %s", reservation.code, self.peer)
+        log.debug("confirmed %s from %s", reservation.code, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_cancel(self, code: Any, email: Any) -> tuple:
         reservation = self.box.store.cancel(_str(code, "code"), _str(email, "email"))
-        log.info("cancel %s -> %s from %s", reservation.code, reservation.status, self.peer)
+        log.debug("cancel %s -> %s from %s", reservation.code, reservation.status, self.peer)
         return to_wire(reservation)
 
     @remote
@@ -436,8 +437,8 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
-    sweeper = threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True)
-    sweeper.start()
+    threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
+    threading.Thread(target=_report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
     registrar = Registrar(args.name_servers, server.port)
     registrar.start()
     print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
@@ -452,6 +453,19 @@ def serve(args: argparse.Namespace) -> int:
     store.close()
     log.info("stopped cleanly")
     return 0
+
+
+def _report_activity(counters: Counters, stopping: threading.Event, every: float = ACTIVITY_SECONDS) -> None:
+    """One INFO line per period with traffic: operators see the pace without a line per sale (those are DEBUG)."""
+    last = (0, 0, 0)
+    while not stopping.wait(every):
+        with counters.lock:
+            now = (counters.calls, counters.refusals, counters.errors)
+            connections = counters.connections
+        calls, refusals, errors = (a - b for a, b in zip(now, last, strict=True))
+        last = now
+        if calls:
+            log.info("last %.0f s: %d calls, %d refusals, %d errors; %d connections open", every, calls, refusals, errors, connections)
 
 
 def _sweep(store: Store, stopping: threading.Event) -> None:
