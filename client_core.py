@@ -44,6 +44,7 @@ from records import Event, Reservation, Sector, ServerStatus, from_wire
 
 __all__ = [
     "BoxOfficeError",
+    "BreakerListener",
     "Event",
     "EventClosed",
     "Forbidden",
@@ -60,6 +61,7 @@ __all__ = [
     "TicketClient",
     "Unavailable",
     "is_server_failure",
+    "parse_address",
 ]
 
 log = logging.getLogger("bilheteria.client")
@@ -78,7 +80,7 @@ Address = tuple[str, int]
 
 def parse_address(text: str) -> Address:
     host, _, port = text.strip().rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host, int(port)
 
@@ -211,7 +213,8 @@ class TicketClient:
                 breaker.add_listener(listener)
 
     def known_servers(self) -> tuple[str, ...]:
-        return tuple(show(a) for a in (self._fixed or self.discovery.servers()))
+        """The servers this terminal would try; asks a name server only when it knows none yet."""
+        return tuple(show(a) for a in (self._fixed or self.discovery.cached or self.discovery.servers()))
 
     # -- the API ------------------------------------------------------------------------------------
 
@@ -290,8 +293,7 @@ class TicketClient:
                     tried.append(name)
                 try:
                     result = breaker.call(self._invoke, address, method, args, min(remaining, self.attempt_timeout))
-                except CircuitOpenError as exc:
-                    reasons.append(str(exc))
+                except CircuitOpenError:
                     continue
                 except _Failed as exc:
                     reasons.append(f"{name}: {exc}")
@@ -309,10 +311,11 @@ class TicketClient:
             time.sleep(min(remaining, self.retry.delay(round_number, self._rng)))
 
     def _unavailable_message(self, tried: list[str], reasons: list[str]) -> str:
+        """Name what was tried and the last real failure (a breaker that stayed open is not a cause)."""
         if not tried:
             why = self.discovery.last_error or "the name servers list no ticket server"
             return f"No ticket server answered within {self.timeout:.1f} s (no server known: {why})"
-        last = f"; last error: {reasons[-1]}" if reasons else ""
+        last = f"; last error: {reasons[-1]}" if reasons else "; every circuit was open"
         return f"No ticket server answered within {self.timeout:.1f} s (tried {', '.join(tried)}){last}"
 
     def _candidates(self, refresh: bool) -> list[Address]:

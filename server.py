@@ -22,6 +22,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -375,17 +376,26 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:
-    """The admin token and where it came from; generated once and kept beside the database (mode 0600)."""
+    """The admin token and where it came from; generated once and kept beside the database (mode 0600).
+
+    Replicas started together on a new database race to create the file: each writes a candidate to a
+    private temporary file and links it into place, which succeeds for exactly one; everyone then reads
+    the winner, which is complete because it was written before it was linked.
+    """
     if explicit:
         return explicit, "the command line or environment"
     token_file = Path(f"{db_path}.admin-token")
-    if token_file.exists():
-        return token_file.read_text().strip(), str(token_file)
-    token = secrets.token_urlsafe(24)
-    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    return token, str(token_file)
+    if not token_file.exists():
+        descriptor, candidate = tempfile.mkstemp(dir=token_file.parent, prefix=".admin-token-")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+            os.link(candidate, token_file)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(candidate)
+    return token_file.read_text().strip(), str(token_file)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
