@@ -19,8 +19,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +38,6 @@ from rich.text import Text
 
 from client_core import (
     Event,
-    NameServerClient,
     Reservation,
     ReservationError,
     ServerStatus,
@@ -49,8 +46,7 @@ from client_core import (
     Unavailable,
     parse_address,
 )
-
-HERE = Path(__file__).resolve().parent
+from launcher import LaunchError, LocalCluster
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -75,9 +71,6 @@ BREAKER_STYLES = {"closed": "green", "half-open": "yellow", "open": "bold red"}
 SWARM_MAX_OUTAGES = 3
 """Consecutive `Unavailable` answers (each already a whole --timeout of retries) before a terminal gives up."""
 
-DEMO_READY_SECONDS = 20.0
-DEMO_STOP_GRACE = 10.0
-DEMO_POLL_SECONDS = 0.05
 
 
 # -- what the user typed --------------------------------------------------------------------------------
@@ -729,158 +722,46 @@ def swarm_view(summary: dict[str, Any]) -> Group:
 # -- the demo -----------------------------------------------------------------------------------------------
 
 
-class DemoError(Exception):
-    """A demo process did not come up; the message says which and where its log is."""
-
-
-@dataclass
-class Child:
-    """A process the demo started; its output goes to `log`, so it survives however the demo ends."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path
-    address: str = ""
-
-
-def port_is_free(port: int) -> bool:
-    """Bind the way our servers do (create_server sets SO_REUSEADDR), so lingering TIME_WAIT is not 'busy'."""
-    try:
-        with socket.create_server(("127.0.0.1", port)):
-            return True
-    except OSError:
-        return False
-
-
-def choose_port(wanted: int, taken: set[int], what: str, console: Console) -> int:
-    """`wanted` if nobody listens there; otherwise a port the kernel hands out, and the user is told."""
-    port = wanted
-    while port in taken or not port_is_free(port):
-        with socket.create_server(("127.0.0.1", 0)) as probe:
-            port = probe.getsockname()[1]
-    if port != wanted:
-        console.print(Text(f"Port {wanted} is busy; the {what} will use port {port} instead.", style="yellow"))
-    taken.add(port)
-    return port
-
-
-def start_child(name: str, args: list[str], log: Path, ready: str) -> Child:
-    """Start `python <args>` beside cli.py and wait (polling its log, with a deadline) for its readiness line."""
-    with log.open("ab") as handle:
-        offset = handle.tell()
-        popen = subprocess.Popen([sys.executable, *args], cwd=HERE, stdin=subprocess.DEVNULL, stdout=handle,
-                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    child = Child(name, popen, log)
-    deadline = time.monotonic() + DEMO_READY_SECONDS
-    while True:
-        with log.open("rb") as handle:
-            handle.seek(offset)
-            lines = handle.read().decode(errors="replace").splitlines()
-        line = next((line for line in lines if ready in line), None)
-        if line is not None:
-            child.address = line.rsplit(maxsplit=1)[-1]
-            return child
-        if popen.poll() is not None:
-            raise DemoError(f"the {name} exited (code {popen.returncode}) before it was ready; see {log}")
-        if time.monotonic() >= deadline:
-            raise DemoError(f"the {name} was not ready within {DEMO_READY_SECONDS:.0f} s; see {log}")
-        time.sleep(DEMO_POLL_SECONDS)
-
-
-def wait_for_registrations(name_server: str, servers: list[Child]) -> None:
-    """Until the name server lists every ticket server, so the first command of the demo finds them all."""
-    wanted = {parse_address(child.address)[1] for child in servers}
-    discovery = NameServerClient([name_server], timeout=1.0)
-    deadline = time.monotonic() + DEMO_READY_SECONDS
-    while True:
-        discovery.refresh()
-        listed = {port for _, port in discovery.cached}
-        if wanted <= listed:
-            return
-        if time.monotonic() >= deadline:
-            missing = ", ".join(str(port) for port in sorted(wanted - listed))
-            why = f" ({discovery.last_error})" if discovery.last_error else ""
-            raise DemoError(f"the name server {name_server} does not list the ticket servers on port {missing}{why}")
-        time.sleep(DEMO_POLL_SECONDS)
-
-
-def stop_children(children: list[Child]) -> None:
-    """Ticket servers first, so they can unregister while the name server still listens; SIGTERM, then
-    SIGKILL whatever is still running after the grace period. A second Ctrl-C or SIGTERM must not cut this
-    short and leave orphans behind."""
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for group in (children[1:], children[:1]):
-            for child in group:
-                if child.popen.poll() is None:
-                    child.popen.terminate()
-            deadline = time.monotonic() + DEMO_STOP_GRACE
-            for child in group:
-                try:
-                    child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.popen.kill()
-                    child.popen.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
-    """Name server, then ticket servers one at a time (the first creates the database and the admin token,
-    which two servers starting together would race for), then the menu or a wait for Ctrl-C/SIGTERM."""
-    data = Path(args.data).resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    db = data / "tickets.db"
-    children: list[Child] = []
+    """Start a local cluster (launcher.py), then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
+    cluster = LocalCluster(Path(args.data), servers=args.server_count, ns_port=args.ns_port, port_base=args.port_base)
+    for sentence in cluster.moved:
+        out.print(Text(sentence, style="yellow"))
     # SIGTERM becomes KeyboardInterrupt, so `kill` takes the same clean way out as Ctrl-C.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        taken: set[int] = set()
-        ns_port = choose_port(args.ns_port, taken, "name server", out)
-        server_ports = [choose_port(args.port_base + i, taken, f"ticket server {i + 1}", out) for i in range(args.server_count)]
-        with out.status("Starting the name server…") as spinner:
-            children.append(start_child("name server", ["name_server.py", "--port", str(ns_port)], data / "name-server.log",
-                                        "Name server listening on"))
-            name_server = children[0].address
-            for number, port in enumerate(server_ports, start=1):
-                spinner.update(f"Starting ticket server {number} of {args.server_count} on port {port}…")
-                children.append(start_child(
-                    f"ticket server {number}",
-                    ["server.py", "--port", str(port), "--db", str(db), "--name-server", name_server],
-                    data / f"server-{port}.log", "Ticket server listening on"))
-            spinner.update("Waiting for the name server to list every ticket server…")
-            wait_for_registrations(name_server, children[1:])
-        describe_demo(children, data, db, out)
+        with out.status("Starting…") as spinner:
+            cluster.start(progress=spinner.update)
+        describe_demo(cluster, out)
         if args.no_interactive:
-            out.print(f"Demo ready: name server {name_server}. Stop with Ctrl-C or SIGTERM.")
+            out.print(f"Demo ready: name server {cluster.name_server_address}. Stop with Ctrl-C or SIGTERM.")
             while True:
                 signal.pause()
-        with TicketClient([name_server], timeout=args.timeout) as client:
+        with TicketClient([cluster.name_server_address], timeout=args.timeout) as client:
             return Menu(client, out).run()
-    except DemoError as exc:
+    except LaunchError as exc:
         err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
         return EXIT_UNAVAILABLE
     except (KeyboardInterrupt, EOFError):
         out.print()
         return EXIT_OK
     finally:
-        if children:
+        if cluster.children():
             with out.status("Stopping the demo processes…"):
-                stop_children(children)
+                cluster.stop()
             out.print("Demo stopped.")
         signal.signal(signal.SIGTERM, previous)
 
 
-def describe_demo(children: list[Child], data: Path, db: Path, out: Console) -> None:
-    for child in children:
-        out.print(Text.assemble((f"{child.name:<16}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
-    out.print(f"Logs: {data}{os.sep}*.log")
+def describe_demo(cluster: LocalCluster, out: Console) -> None:
+    for child in cluster.children():
+        out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
+    out.print(f"Logs: {cluster.data}{os.sep}*.log")
     if os.environ.get(TOKEN_ENV):
         out.print(f"Admin token: the one in ${TOKEN_ENV}")
     else:
-        out.print(f"Admin token: in {db}.admin-token")
-    out.print(f"More terminals: python cli.py --name-server {children[0].address}")
+        out.print(f"Admin token: in {cluster.db}.admin-token")
+    out.print(f"More terminals: python cli.py --name-server {cluster.name_server_address}")
 
 
 # -- arguments and main -------------------------------------------------------------------------------------
