@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import sys
-import threading
-import time
-import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,12 +36,12 @@ from client_core import (
     Reservation,
     ReservationError,
     ServerStatus,
-    SoldOut,
     TicketClient,
     Unavailable,
     parse_address,
 )
 from launcher import LaunchError, LocalCluster
+from swarm import SwarmPlan, SwarmReport, run_swarm
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -67,10 +62,6 @@ STATUS_STYLES = {
     "expired": "red",
 }
 BREAKER_STYLES = {"closed": "green", "half-open": "yellow", "open": "bold red"}
-
-SWARM_MAX_OUTAGES = 3
-"""Consecutive `Unavailable` answers (each already a whole --timeout of retries) before a terminal gives up."""
-
 
 
 # -- what the user typed --------------------------------------------------------------------------------
@@ -442,280 +433,55 @@ class Menu:
 # -- the swarm ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SwarmPlan:
-    """What every terminal of a swarm does; plain values, so it crosses into worker processes."""
-
-    name_servers: tuple[str, ...]
-    servers: tuple[str, ...]
-    timeout: float
-    event_id: int
-    quantity: int
-    sector: str | None
-    confirm: bool
-    max_per_client: int | None
-
-
-@dataclass
-class TerminalTally:
-    """What one terminal saw; travels back from a worker process as a plain dict."""
-
-    reservations: list[tuple[str, str, str, int]] = field(default_factory=list)
-    """(code, email, status, quantity) of every reservation the box office granted."""
-    pending: list[tuple[str, int]] = field(default_factory=list)
-    """(request id, terminal number) of a purchase left without an answer: it may or may not have happened."""
-    sold_out: int = 0
-    other_refusals: int = 0
-    unavailable: int = 0
-    calls: int = 0
-    last_refusal: str = ""
-    crashed: str = ""
-    """Set when the terminal died of something unexpected: its purchases are then unaccounted for."""
-
-
-def swarm_identity(number: int) -> tuple[str, str]:
-    return f"Swarm terminal {number}", f"swarm-{number}@example.com"
-
-
-def run_terminal(plan: SwarmPlan, number: int, sold: Callable[[int], None]) -> TerminalTally:
-    """Buy until the box office says no. After an outage the same request id is sent again, so a purchase
-    the server made but could not report is found again instead of being made twice."""
-    tally = TerminalTally()
-    customer, email = swarm_identity(number)
-    request_id = uuid.uuid4().hex
-    outages = 0
-    with TicketClient(plan.name_servers, plan.servers, plan.timeout) as client:
-        while plan.max_per_client is None or len(tally.reservations) < plan.max_per_client:
-            tally.calls += 1
-            try:
-                reservation = client.reserve(plan.event_id, plan.quantity, customer, email, sector=plan.sector,
-                                             confirm=plan.confirm, request_id=request_id)
-            except SoldOut:
-                tally.sold_out += 1
-                break
-            except ReservationError as exc:
-                tally.other_refusals += 1
-                tally.last_refusal = f"{type(exc).__name__}: {exc}"
-                break
-            except Unavailable:
-                tally.unavailable += 1
-                outages += 1
-                if outages >= SWARM_MAX_OUTAGES:
-                    tally.pending.append((request_id, number))
-                    break
-                continue
-            outages = 0
-            request_id = uuid.uuid4().hex
-            tally.reservations.append((reservation.code, email, reservation.status, reservation.quantity))
-            sold(reservation.quantity)
-    return tally
-
-
-def run_terminals(plan: SwarmPlan, first: int, count: int, sold: Callable[[int], None]) -> list[TerminalTally]:
-    """Terminals as threads; daemon threads, so Ctrl-C ends the run without waiting for them."""
-    tallies: list[TerminalTally] = [TerminalTally() for _ in range(count)]
-
-    def work(index: int) -> None:
-        try:
-            tallies[index] = run_terminal(plan, first + index, sold)
-        except Exception as exc:  # noqa: BLE001 - reported as a swarm violation instead of a traceback on the screen
-            tallies[index] = TerminalTally(crashed=f"terminal {first + index} crashed: {type(exc).__name__}: {exc}")
-
-    threads = [threading.Thread(target=work, args=(i,), name=f"terminal-{first + i}", daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return tallies
-
-
-def swarm_worker(plan: SwarmPlan, first: int, count: int, pipe: multiprocessing.connection.Connection) -> None:
-    """A worker process: its terminals report each sale through the pipe, then the tallies, as plain data.
-
-    It ignores Ctrl-C, which the terminal sends to the whole process group: the parent decides when to stop.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    lock = threading.Lock()
-
-    def sold(quantity: int) -> None:
-        with lock:
-            pipe.send(("sold", quantity))
-
-    tallies = run_terminals(plan, first, count, sold)
-    pipe.send(("done", [asdict(tally) for tally in tallies]))
-    pipe.close()
-
-
-def run_in_processes(plan: SwarmPlan, clients: int, processes: int, sold: Callable[[int], None]) -> tuple[list[TerminalTally], list[str]]:
-    """Spread the terminals over worker processes; returns their tallies and any worker that died silently."""
-    context = multiprocessing.get_context("spawn")
-    readers: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
-    first = 0
-    for index in range(processes):
-        count = clients // processes + (1 if index < clients % processes else 0)
-        if not count:
-            continue
-        reader, writer = context.Pipe(duplex=False)
-        worker = context.Process(target=swarm_worker, args=(plan, first, count, writer), name=f"swarm-{index}", daemon=True)
-        worker.start()
-        writer.close()
-        readers[reader] = worker
-        first += count
-    workers = list(readers.values())
-    tallies: list[TerminalTally] = []
-    lost: list[str] = []
-    try:
-        while readers:
-            for reader in multiprocessing.connection.wait(list(readers)):
-                try:
-                    kind, payload = reader.recv()
-                except EOFError:
-                    worker = readers.pop(reader)
-                    worker.join()
-                    lost.append(f"worker process {worker.pid} exited (code {worker.exitcode}) before reporting its terminals")
-                    continue
-                if kind == "sold":
-                    sold(payload)
-                else:
-                    tallies.extend(TerminalTally(**tally) for tally in payload)
-                    readers.pop(reader).join()
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-                worker.join()
-    return tallies, lost
-
-
-def tickets_taken(event: Event) -> int:
-    return sum(sector.capacity - sector.available for sector in event.sectors)
-
-
-def settle(client: TicketClient, plan: SwarmPlan, pending: list[tuple[str, int]]) -> list[tuple[str, str, str, int]]:
-    """Send each unanswered purchase once more with its own request id: the box office answers with the
-    reservation it made then, or makes it now, or refuses; either way the count becomes exact."""
-    settled = []
-    for request_id, number in pending:
-        customer, email = swarm_identity(number)
-        try:
-            reservation = client.reserve(plan.event_id, plan.quantity, customer, email, sector=plan.sector,
-                                         confirm=plan.confirm, request_id=request_id)
-        except ReservationError:
-            continue
-        settled.append((reservation.code, email, reservation.status, reservation.quantity))
-    return settled
-
-
-def check_swarm(client: TicketClient, plan: SwarmPlan, before: Event, tallies: list[TerminalTally]) -> tuple[dict[str, Any], list[str]]:
-    """Compare what the terminals were told with what the box office now says, through the public API only.
-
-    Assumes nobody else sells this event during the run.
-    """
-    pending = [item for tally in tallies for item in tally.pending]
-    reservations = [item for tally in tallies for item in tally.reservations] + settle(client, plan, pending)
-    sold = sum(quantity for *_, quantity in reservations)
-    after = client.get_event(plan.event_id)
-    taken = tickets_taken(after) - tickets_taken(before)
-    violations = [tally.crashed for tally in tallies if tally.crashed]
-    if taken != sold:
-        violations.append(f"the event has {taken} fewer tickets available than before the run, but the swarm was given {sold}")
-    for code, times in Counter(code for code, *_ in reservations).items():
-        if times > 1:
-            violations.append(f"reservation code {code} was handed out {times} times")
-    verified = 0
-    for code, email, status, _ in reservations:
-        if status != "confirmed":
-            continue
-        try:
-            found = client.get_reservation(code, email)
-        except ReservationError as exc:
-            violations.append(f"{code} was confirmed, but the box office now answers {type(exc).__name__}: {exc}")
-            continue
-        if found.status != "confirmed":
-            violations.append(f"{code} was confirmed, but the box office now says {found.status}")
-        verified += 1
-    facts = {
-        "reservations": len(reservations),
-        "sold": sold,
-        "settled": len(pending),
-        "verified_confirmed": verified,
-        "taken_before": tickets_taken(before),
-        "available_after": sum(sector.available for sector in after.sectors),
-    }
-    return facts, violations
-
-
-def run_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
-    before = client.get_event(args.event)
-    plan = SwarmPlan(tuple(args.name_servers), tuple(args.servers), args.timeout, args.event, args.quantity, args.sector,
-                     args.confirm, args.max_per_client)
-    scope = before.sector(args.sector) if args.sector else None
-    goal = scope.available if scope else sum(sector.available for sector in before.sectors)
+def show_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Run the swarm (swarm.py) behind a progress bar, then show its report; exit 4 when the audit failed."""
+    plan = SwarmPlan(name_servers=tuple(args.name_servers), servers=tuple(args.servers), timeout=args.timeout, event_id=args.event,
+                     quantity=args.quantity, sector=args.sector, confirm=args.confirm, max_per_client=args.max_per_client,
+                     clients=args.clients, processes=args.processes)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, disable=not err.is_terminal, transient=True)
     with bar:
-        task = bar.add_task(f"{args.clients} terminals buying from {before.name}", total=goal)
+        task = bar.add_task(f"{args.clients} terminals", total=None)
+
+        def started(event: Event, goal: int) -> None:
+            bar.update(task, description=f"{args.clients} terminals buying from {event.name}", total=goal)
 
         def sold(quantity: int) -> None:
             bar.advance(task, quantity)
 
-        started = time.monotonic()
-        if args.processes:
-            tallies, violations = run_in_processes(plan, args.clients, args.processes, sold)
-        else:
-            tallies, violations = run_terminals(plan, 0, args.clients, sold), []
-        elapsed = time.monotonic() - started
-    facts, broken = check_swarm(client, plan, before, tallies)
-    violations += broken
-    calls = sum(tally.calls for tally in tallies)
-    summary = {
-        "event": args.event,
-        "clients": args.clients,
-        "processes": args.processes,
-        "mode": "confirm" if args.confirm else "hold",
-        **facts,
-        "sold_out": sum(tally.sold_out for tally in tallies),
-        "other_refusals": sum(tally.other_refusals for tally in tallies),
-        "last_refusal": next((tally.last_refusal for tally in tallies if tally.last_refusal), ""),
-        "unavailable": sum(tally.unavailable for tally in tallies),
-        "calls": calls,
-        "calls_per_s": round(calls / elapsed, 1) if elapsed > 0 else 0.0,
-        "elapsed_s": round(elapsed, 3),
-        "consistent": not violations,
-        "violations": violations,
-    }
+        report = run_swarm(client, plan, started, sold)
     if args.json:
-        print_json(summary)
+        print_json(asdict(report))
     else:
-        out.print(swarm_view(summary))
-    return EXIT_OK if not violations else EXIT_INCONSISTENT
+        out.print(swarm_view(report))
+    return EXIT_OK if report.consistent else EXIT_INCONSISTENT
 
 
-def swarm_view(summary: dict[str, Any]) -> Group:
-    table = Table(title=f"Swarm on event {summary['event']}", header_style="bold")
+def swarm_view(report: SwarmReport) -> Group:
+    table = Table(title=f"Swarm on event {report.event}", header_style="bold")
     table.add_column("Measure")
     table.add_column("Value", justify="right")
-    for label, key in (
-        ("reservations made", "reservations"),
-        ("tickets sold" if summary["mode"] == "confirm" else "tickets held", "sold"),
-        ("refused as sold out", "sold_out"),
-        ("other refusals", "other_refusals"),
-        ("Unavailable errors", "unavailable"),
-        ("unanswered purchases settled", "settled"),
-        ("calls/s", "calls_per_s"),
-        ("elapsed (s)", "elapsed_s"),
+    for label, value in (
+        ("reservations made", report.reservations),
+        ("tickets sold" if report.mode == "confirm" else "tickets held", report.sold),
+        ("refused as sold out", report.sold_out),
+        ("other refusals", report.other_refusals),
+        ("Unavailable errors", report.unavailable),
+        ("unanswered purchases settled", report.settled),
+        ("calls/s", report.calls_per_s),
+        ("elapsed (s)", report.elapsed_s),
     ):
-        table.add_row(label, str(summary[key]))
+        table.add_row(label, str(value))
     parts: list[RenderableType] = [table]
-    if summary["last_refusal"]:
-        parts.append(Text(f"Last other refusal: {summary['last_refusal']}", style="yellow"))
-    if summary["consistent"]:
+    if report.last_refusal:
+        parts.append(Text(f"Last other refusal: {report.last_refusal}", style="yellow"))
+    if report.consistent:
         parts.append(Text(
-            f"Consistent: {summary['sold']} tickets sold = tickets gone from the event; every code unique; "
-            f"{summary['verified_confirmed']} confirmations verified.", style="bold green"))
+            f"Consistent: {report.sold} tickets sold = tickets gone from the event; every code unique; "
+            f"{report.verified_confirmed} confirmations verified.", style="bold green"))
     else:
         parts.append(Text("INCONSISTENT:", style="bold red"))
-        parts.extend(Text(f"  - {violation}", style="red") for violation in summary["violations"])
+        parts.extend(Text(f"  - {violation}", style="red") for violation in report.violations)
     return Group(*parts)
 
 
@@ -881,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
                 return Menu(client, out).run()
             if args.command == "swarm":
                 try:
-                    return run_swarm(client, args, out, err)
+                    return show_swarm(client, args, out, err)
                 except (ReservationError, Unavailable) as exc:
                     return report_failure(exc, client, args.json, err)
             return run_command(client, args, out, err)
