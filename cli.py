@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client_core import (
+    BreakerListener,
     Event,
     Reservation,
     ReservationError,
@@ -291,11 +292,11 @@ def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as
 # -- the interactive menu -----------------------------------------------------------------------------------
 
 
-class BreakerWatch:
+class BreakerWatch(BreakerListener):
     """Collects breaker transitions for the menu's status line, so a failover is seen as it happens.
 
-    A `BreakerListener` by duck typing: the CLI depends on client_core alone, which does not re-export the
-    base class. Breakers call all three methods, so all three must exist even where there is nothing to do.
+    Single failures and successes are left to the base class's no-ops: they are noise at the counter, and
+    the transition they cause is what the clerk needs.
     """
 
     def __init__(self) -> None:
@@ -303,12 +304,6 @@ class BreakerWatch:
 
     def state_change(self, breaker: Any, old: str, new: str) -> None:
         self._recent.append(f"{breaker.name} {old} → {new}")
-
-    def failure(self, breaker: Any, exc: BaseException) -> None:
-        """Single failures are noise at the counter; the transition they cause is what the clerk needs."""
-
-    def success(self, breaker: Any) -> None:
-        """Nothing to report: the status line already shows the breaker's state."""
 
     def drain(self) -> list[str]:
         changes = list(self._recent)
