@@ -17,7 +17,9 @@ This module knows nothing of RPyC; it speaks in records (records.py) and refusal
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import re
 import secrets
@@ -208,10 +210,12 @@ class Store:
         self._all_connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._pending: list[_Job] = []
-        self._pending_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._turn = threading.Condition()
+        """Guards the queue and the leader flag: the in-process mutual exclusion of the write path."""
+        self._leading = False
         self._closed = False
         self._writer_connection = self._connect()
+        self._process_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._migrate(seed_demo)
         expired = self.expire_holds()
         if expired:
@@ -271,24 +275,31 @@ class Store:
     def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` inside the next group commit and return once it is durable.
 
-        Callers queue their write, then take turns at the write lock. The one holding it commits every
-        write queued so far, its own and others'; a caller whose write was taken along finds it finished
-        when its turn comes and leaves at once. No writer thread, so no hand-off on the way in.
+        Callers queue their write; if nobody is committing, the caller becomes the leader, takes every
+        write queued so far (its own and others') and commits them in one transaction. Callers whose
+        writes were taken along are woken together when the leader is done; one still queued becomes the
+        next leader. No writer thread, so no hand-off on the way in, and no convoy on the way out.
         """
         job = _Job(op)
-        with self._pending_lock:
+        deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+        with self._turn:
+            if self._closed:
+                raise Unavailable("the store is closed")
             self._pending.append(job)
-        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT_SECONDS):
-            raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
-        try:
-            if not job.finished:
-                if self._closed:
-                    raise Unavailable("the store is closed")
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
+            while self._leading and not job.finished:
+                if not self._turn.wait(deadline - time.monotonic()):
+                    raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
+            leader = not job.finished
+            if leader:
+                self._leading = True
+                batch, self._pending = self._pending, []
+        if leader:
+            try:
                 self._commit_batch(batch)
-        finally:
-            self._write_lock.release()
+            finally:
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
         if job.error is not None:
             raise job.error
         return job.result
@@ -298,6 +309,9 @@ class Store:
         connection = self._writer_connection
         committed = False
         reason = "the write was interrupted"
+        # SQLite makes a writer that finds the file locked sleep and poll, up to 100 ms a time, while the
+        # holder may take the lock straight back; a kernel lock queues the server processes instead.
+        fcntl.flock(self._process_lock, fcntl.LOCK_EX)
         try:
             connection.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -315,12 +329,21 @@ class Store:
             reason = f"the database could not commit: {exc}"
         finally:
             if not committed:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+                self._roll_back(connection)
                 for job in batch:
                     job.result, job.error = None, Unavailable(reason)
             for job in batch:
                 job.finished = True
+            fcntl.flock(self._process_lock, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _roll_back(connection: sqlite3.Connection) -> None:
+        """Undo an unfinished transaction; if even that fails, SQLite undoes it when the connection next starts one."""
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.error("rollback failed: %s", exc)
 
     @staticmethod
     def _as_unavailable(exc: BaseException) -> BaseException:
@@ -331,10 +354,16 @@ class Store:
 
     def close(self) -> None:
         """Let the write in progress finish, then close every connection (the last close checkpoints the WAL)."""
-        if self._closed:
-            return
-        with self._write_lock:
+        with self._turn:
+            if self._closed:
+                return
+            self._turn.wait_for(lambda: not self._leading, timeout=WRITE_TIMEOUT_SECONDS)
             self._closed = True
+            for job in self._pending:
+                job.error, job.finished = Unavailable("the store is closed"), True
+            self._pending = []
+            self._turn.notify_all()
+        os.close(self._process_lock)
         with self._connections_lock:
             for connection in self._all_connections:
                 connection.close()

@@ -446,6 +446,7 @@ def serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    server.listener.listen(socket.SOMAXCONN)  # before the readiness line: a client may connect the moment it is printed
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
     threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
     threading.Thread(target=_report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
