@@ -336,14 +336,19 @@ class Store:
                 job.finished = True
             fcntl.flock(self._process_lock, fcntl.LOCK_UN)
 
-    @staticmethod
-    def _roll_back(connection: sqlite3.Connection) -> None:
-        """Undo an unfinished transaction; if even that fails, SQLite undoes it when the connection next starts one."""
-        if connection.in_transaction:
-            try:
-                connection.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                log.error("rollback failed: %s", exc)
+    def _roll_back(self, connection: sqlite3.Connection) -> None:
+        """Undo an unfinished transaction; if even that fails (a full disk), start over on a new connection,
+        since closing one discards what it had not committed."""
+        if not connection.in_transaction:
+            return
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("rollback failed (%s); reopening the write connection", exc)
+            with self._connections_lock:
+                self._all_connections.remove(connection)
+            connection.close()
+            self._writer_connection = self._connect()
 
     @staticmethod
     def _as_unavailable(exc: BaseException) -> BaseException:
