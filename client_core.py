@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 import uuid
@@ -22,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import rpyc
-from rpyc.core import consts
+from rpyc.core import brine, consts
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
-from rpyc.utils.registry import TCPRegistryClient
 
 from circuit_breaker import BreakerListener, CircuitBreaker, CircuitOpenError
 from errors import (
@@ -124,8 +124,12 @@ def is_server_failure(exc: BaseException) -> bool:
 class NameServerClient:
     """Asks every name server for the live ticket servers and merges the answers.
 
-    The last good answer is kept, so the terminal keeps selling from it while every name server is down.
+    The last good list is kept, so the terminal keeps selling from it while every name server is down,
+    hung, or freshly restarted and still empty (an empty table is not evidence that the servers died:
+    their breakers will tell). A query never takes longer than the time it is given.
     """
+
+    MAX_REPLY_BYTES = 65536
 
     def __init__(self, name_servers: Iterable[str | Address], refresh_seconds: float = 3.0, timeout: float = 1.0) -> None:
         self.name_servers = [parse_address(ns) if isinstance(ns, str) else ns for ns in name_servers]
@@ -135,31 +139,58 @@ class NameServerClient:
         self.refreshed_at = float("-inf")
         self.last_error = ""
 
-    def servers(self, force: bool = False) -> tuple[Address, ...]:
-        if force or not self.cached or time.monotonic() - self.refreshed_at >= self.refresh_seconds:
-            self.refresh()
+    def servers(self, force: bool = False, budget: float | None = None) -> tuple[Address, ...]:
+        """The known servers, asking the name servers again when the list is old (or `force`, at most once a second)."""
+        age = time.monotonic() - self.refreshed_at
+        if not self.cached or age >= self.refresh_seconds or (force and age >= 1.0):
+            self.refresh(budget)
         return self.cached
 
-    def refresh(self) -> None:
+    def refresh(self, budget: float | None = None) -> None:
+        """Ask every name server, sharing `budget` seconds between them (default: `timeout` each)."""
+        share = self.timeout if budget is None else min(self.timeout, budget / max(1, len(self.name_servers)))
         found: list[Address] = []
         errors: list[str] = []
-        answered = False
-        for host, port in self.name_servers:
+        for address in self.name_servers:
             try:
-                answer = TCPRegistryClient(host, port, timeout=self.timeout).discover(SERVICE_NAME)
-            except OSError as exc:
-                errors.append(f"{host}:{port} ({exc.strerror or exc})")
+                answer = self.query(address, share)
+            except (OSError, ValueError) as exc:
+                errors.append(f"{show(address)} ({getattr(exc, 'strerror', None) or exc})")
                 continue
-            answered = True
-            for server_host, server_port in answer:
-                if (server_host, server_port) not in found:
-                    found.append((server_host, server_port))
+            found.extend(server for server in answer if server not in found)
         self.refreshed_at = time.monotonic()
-        if answered:
+        if found:
             self.cached = tuple(found)
-            self.last_error = ""
-        else:
+        if len(errors) == len(self.name_servers):
             self.last_error = "name servers unreachable: " + ", ".join(errors)
+        else:
+            self.last_error = "; ".join(errors)
+
+    @classmethod
+    def query(cls, address: Address, timeout: float) -> tuple[Address, ...]:
+        """One QUERY in RPyC's registry protocol: send the request, read the reply until the name server
+        closes, decode it. Anything late, short or malformed is an error, never an empty list."""
+        deadline = time.monotonic() + timeout
+        with socket.create_connection(address, timeout=max(0.01, timeout)) as sock:
+            sock.sendall(brine.dump(("RPYC", "QUERY", (SERVICE_NAME,))))
+            reply = b""
+            while len(reply) <= cls.MAX_REPLY_BYTES:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        if not reply:
+            raise ValueError("closed without an answer")
+        try:
+            servers = brine.load(reply)
+        except Exception as exc:  # noqa: BLE001 - brine raises whatever its parser hits on bad bytes
+            raise ValueError(f"garbled answer ({type(exc).__name__})") from None
+        if type(servers) is not tuple or not all(
+            type(entry) is tuple and len(entry) == 2 and type(entry[0]) is str and type(entry[1]) is int for entry in servers
+        ):
+            raise ValueError("answer is not a list of (host, port)")
+        return servers
 
 
 class TicketClient:
@@ -283,7 +314,7 @@ class TicketClient:
         reasons: list[str] = []
         round_number = 0
         while True:
-            for address in self._candidates(refresh=round_number > 0):
+            for address in self._candidates(refresh=round_number > 0, remaining=deadline - time.monotonic()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -318,9 +349,12 @@ class TicketClient:
         last = f"; last error: {reasons[-1]}" if reasons else "; every circuit was open"
         return f"No ticket server answered within {self.timeout:.1f} s (tried {', '.join(tried)}){last}"
 
-    def _candidates(self, refresh: bool) -> list[Address]:
-        """Known servers, the one that answered last first, the rest in this terminal's own random order."""
-        servers = list(self._fixed or self.discovery.servers(force=refresh))
+    def _candidates(self, refresh: bool, remaining: float) -> list[Address]:
+        """Known servers, the one that answered last first, the rest in this terminal's own random order.
+
+        Asking the name servers may take at most a quarter of the time left, so a hung one cannot eat the deadline.
+        """
+        servers = list(self._fixed or self.discovery.servers(force=refresh, budget=remaining / 4))
         self._rng.shuffle(servers)
         if self._preferred in servers:
             servers.remove(self._preferred)

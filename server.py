@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hmac
+import inspect
 import logging
 import os
 import secrets
@@ -26,11 +27,14 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import rpyc
+from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.registry import TCPRegistryClient
 from rpyc.utils.server import ThreadedServer
@@ -45,6 +49,7 @@ HEARTBEAT_SECONDS = 2.0
 ACTIVITY_SECONDS = 10.0
 MAX_WIRE_TEXT = 1000
 MAX_WIRE_INT = 2**53
+MAX_FRAME_BYTES = 32 * 1024 * 1024
 
 log = logging.getLogger("bilheteria.server")
 
@@ -124,6 +129,8 @@ class Counters:
 def remote(method: Callable) -> Callable:
     """Count the call, log refusals as refusals, and turn anything unexpected into `Unavailable`."""
     name = method.__name__.removeprefix("exposed_")
+    parameters = list(inspect.signature(method).parameters.values())[1:]
+    expected = f"{name}({', '.join(parameter.name for parameter in parameters)})"
 
     @functools.wraps(method)
     def wrapper(self: TicketService, *args: Any, **kwargs: Any) -> Any:
@@ -132,7 +139,12 @@ def remote(method: Callable) -> Callable:
             counters.calls += 1
             counters.in_flight += 1
         try:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except TypeError as exc:
+                if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
+                    raise  # raised inside the method: a bug, reported as an incident below
+                raise InvalidRequest(f"wrong arguments: the call is {expected}") from None
         except ReservationError as exc:
             with counters.lock:
                 counters.refusals += 1
@@ -314,6 +326,58 @@ class TicketService(rpyc.Service):
         return {"horario": time.strftime("%Y-%m-%d %H:%M:%S"), "ingressos_restantes": self._first_sector()[2]}
 
 
+# -- the transport ---------------------------------------------------------------------------------------
+
+
+class FrameTooLarge(ValueError):
+    """A client sent, or would have us inflate, a message beyond MAX_FRAME_BYTES."""
+
+
+class BoundedChannel(Channel):
+    """RPyC's framing with a ceiling: a frame may neither claim nor inflate to more than MAX_FRAME_BYTES.
+
+    Stock RPyC inflates a compressed frame with no limit, so half a megabyte on the wire could make the
+    server allocate gigabytes before any argument check runs.
+    """
+
+    __slots__ = ()
+
+    def recv(self) -> bytes:
+        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
+        if length > MAX_FRAME_BYTES:
+            raise FrameTooLarge(f"a frame of {length} bytes")
+        data = self.stream.read(length + len(self.FLUSHER))[: -len(self.FLUSHER)]
+        if not compressed:
+            return data
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(data, MAX_FRAME_BYTES)
+        if inflater.unconsumed_tail:
+            raise FrameTooLarge(f"a compressed frame inflating past {MAX_FRAME_BYTES} bytes")
+        return data
+
+
+class TicketServer(ThreadedServer):
+    """RPyC's threaded server with bounded frames and one log line (not two tracebacks) per broken connection."""
+
+    def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
+        """Serve until the peer leaves; a peer that breaks the protocol is cut off at once, without the polite
+        goodbye (RPyC's close waits for the peer's answer, which a broken peer never sends)."""
+        peer = sock.getpeername()
+        config = dict(self.protocol_config, credentials=credentials, endpoints=(sock.getsockname(), peer), logger=self.logger)
+        channel = BoundedChannel(SocketStream(sock))
+        connection = self.service._connect(channel, config)
+        try:
+            while not connection.closed:
+                connection.serve(None)
+        except EOFError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - whatever a client sent, it costs its own connection and one line
+            channel.close()
+            log.warning("dropped connection from %s:%s: %s: %s", peer[0], peer[1], type(exc).__name__, exc)
+        finally:
+            connection.close()
+
+
 # -- registration with the name servers ----------------------------------------------------------------
 
 
@@ -430,7 +494,7 @@ def serve(args: argparse.Namespace) -> int:
     quiet = logging.getLogger("bilheteria.rpyc")
     quiet.setLevel(logging.WARNING)
     try:
-        server = ThreadedServer(
+        server = TicketServer(
             classpartial(TicketService, box),
             hostname=args.host,
             port=args.port,
