@@ -43,6 +43,7 @@ from client_core import (
 )
 from launcher import LaunchError, LocalCluster
 from swarm import SwarmPlan, SwarmReport, run_swarm
+from tour import run_tour
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -603,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port-base", type=int, default=18861, help="first ticket server port (default 18861)")
     demo.add_argument("--ns-port", type=int, default=18811, help="name server port (default 18811)")
     demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
+    tour = commands.add_parser("tour", help="a guided tour of the distributed-systems ideas, shown live",
+                               description="Start a small cluster of its own and walk through each idea, checking every claim.")
+    tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
     return parser
 
 
@@ -630,6 +634,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.json or args.servers or args.name_servers:
             parser.error("demo starts its own name server; --name-server, --server and --json do not apply")
         return run_demo(args, out, err)
+    if args.command == "tour":
+        if args.json or args.servers or args.name_servers:
+            parser.error("tour starts its own cluster; --name-server, --server and --json do not apply")
+        try:
+            return run_tour(out, auto=args.auto)
+        except KeyboardInterrupt:
+            err.print("\nInterrupted.")
+            return EXIT_INTERRUPTED
     if args.command == "create-event":
         args.token = args.token or os.environ.get(TOKEN_ENV)
         if not args.token:

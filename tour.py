@@ -31,8 +31,8 @@ from rich.text import Text
 from rpyc.utils.registry import TCPRegistryClient
 
 from circuit_breaker import CircuitBreaker
-from client_core import BreakerListener, Reservation, SoldOut, TicketClient, Unavailable, is_server_failure
-from launcher import LocalCluster, choose_port, stop_child
+from client_core import BreakerListener, Reservation, ReservationError, SoldOut, TicketClient, Unavailable, is_server_failure
+from launcher import LaunchError, LocalCluster, choose_port, stop_child
 
 ADMIN_TOKEN = "tour-admin-token"
 SERVERS = 3
@@ -417,7 +417,7 @@ def run_tour(console: Console, auto: bool, data: Path | None = None) -> int:
                 console.print(Panel(chapter.idea, border_style="cyan"))
                 try:
                     checks = chapter.run(tour)
-                except (Unavailable, OSError, TimeoutError) as exc:
+                except (ReservationError, Unavailable, LaunchError, OSError) as exc:
                     checks = [Check(f"the chapter ran to the end ({exc})", False)]
                 for check in checks:
                     mark = Text("  ✓ ", style="bold green") if check.ok else Text("  ✗ ", style="bold red")
