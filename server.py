@@ -394,12 +394,13 @@ class Registrar:
         self.reachable: dict[str, bool] = {}
 
     def start(self) -> None:
+        """Register once now, so a server that says it is ready is also listed, then keep the heartbeat."""
+        self.register_once()
         threading.Thread(target=self._loop, name="registrar", daemon=True).start()
 
     def _loop(self) -> None:
-        while not self.stopped.is_set():
+        while not self.stopped.wait(self.interval):
             self.register_once()
-            self.stopped.wait(self.interval)
 
     def register_once(self) -> None:
         for client in self.clients:
