@@ -121,6 +121,19 @@ def is_server_failure(exc: BaseException) -> bool:
     return isinstance(exc, _Failed)
 
 
+def _left(deadline: float) -> float:
+    return max(0.01, deadline - time.monotonic())
+
+
+def _close_at_once(connection: rpyc.Connection) -> None:
+    """Close without RPyC's goodbye, which waits for the peer's answer: a hung server would never send it."""
+    try:
+        connection._channel.close()
+        connection.close()
+    except (OSError, EOFError):
+        pass
+
+
 class NameServerClient:
     """Asks every name server for the live ticket servers and merges the answers.
 
@@ -297,7 +310,7 @@ class TicketClient:
             connections = list(self._connections.values())
             self._connections.clear()
         for connection in connections:
-            connection.close()
+            _close_at_once(connection)
 
     def __enter__(self) -> Self:
         return self
@@ -371,38 +384,41 @@ class TicketClient:
                 self._breakers[address] = breaker
             return breaker
 
-    def _connection(self, address: Address, timeout: float) -> rpyc.Connection:
+    def _connection(self, address: Address, deadline: float) -> rpyc.Connection:
+        """The open connection to `address`, or a new one whose connect and root lookup both fit before `deadline`."""
         with self._lock:
             connection = self._connections.get(address)
         if connection is not None and not connection.closed:
             return connection
-        stream = SocketStream.connect(address[0], address[1], timeout=timeout, attempts=1, nodelay=True)
-        connection = connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=timeout))
+        stream = SocketStream.connect(address[0], address[1], timeout=_left(deadline), attempts=1, nodelay=True)
+        connection = connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=_left(deadline)))
+        try:
+            connection.root  # noqa: B018 - fetched now, inside this attempt's time, and cached by RPyC
+        except (OSError, EOFError):
+            _close_at_once(connection)
+            raise
         with self._lock:
             previous = self._connections.get(address)
             if previous is not None and not previous.closed:
-                connection.close()
+                _close_at_once(connection)
                 return previous
             self._connections[address] = connection
         return connection
 
-    def _drop(self, address: Address, connection: rpyc.Connection | None) -> None:
+    def _drop(self, address: Address, connection: rpyc.Connection) -> None:
         with self._lock:
-            if connection is not None and self._connections.get(address) is connection:
+            if self._connections.get(address) is connection:
                 del self._connections[address]
-        if connection is not None:
-            try:
-                connection.close()
-            except (OSError, EOFError):
-                pass
+        _close_at_once(connection)
 
     def _invoke(self, address: Address, method: str, args: tuple, timeout: float) -> Any:
-        """One attempt on one server: a refusal is raised as such, anything else becomes `_Failed`."""
+        """One attempt on one server within `timeout`: a refusal is raised as such, anything else becomes `_Failed`."""
+        deadline = time.monotonic() + timeout
         try:
-            connection = self._connection(address, timeout)
+            connection = self._connection(address, deadline)
         except (OSError, EOFError) as exc:
-            raise _Failed(f"cannot connect ({exc})", sent=False) from None
-        connection._config["sync_request_timeout"] = timeout
+            raise _Failed(f"cannot connect ({exc or type(exc).__name__})", sent=False) from None
+        connection._config["sync_request_timeout"] = _left(deadline)
         try:
             # CALLATTR looks the method up and calls it in one message; `root.method(...)` would cost two.
             return connection.sync_request(consts.HANDLE_CALLATTR, connection.root, method, args, ())

@@ -633,10 +633,6 @@ def test_a_name_server_that_hangs_up_mid_query_is_survivable(cluster_factory) ->
 # -- a replica that hangs: what one attempt costs ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after an attempt times out, TicketClient._drop calls rpyc's "
-                   "Connection.close(), which in rpyc 6 sends HANDLE_CLOSE as a sync_request and waits up to the "
-                   "attempt timeout for the hung server to answer; every attempt on a hung replica costs twice the "
-                   "attempt timeout before failover")
 def test_failover_from_a_frozen_replica_costs_one_attempt_timeout(cluster_factory) -> None:
     cluster = cluster_factory(servers=1)
     frozen = next(iter(cluster.servers.values()))
@@ -654,9 +650,6 @@ def test_failover_from_a_frozen_replica_costs_one_attempt_timeout(cluster_factor
     assert took < ATTEMPT_TIMEOUT + 0.5, f"failover took {took:.2f} s with a {ATTEMPT_TIMEOUT} s attempt timeout"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: on a fresh connection TicketClient._invoke fetches connection.root "
-                   "(a round trip of its own) and then calls, each with the whole attempt timeout, and the timed-out "
-                   "connection's close waits once more; a replica that wakes up late stretches a 1 s call to ~2.7 s")
 def test_a_call_keeps_its_deadline_when_a_replica_wakes_up_late(cluster_factory) -> None:
     cluster = cluster_factory(servers=1)
     replica = next(iter(cluster.servers.values()))
