@@ -22,14 +22,13 @@ import logging
 import os
 import queue
 import re
-import secrets
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +54,7 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: codes are read aloud at a counter."""
+_CODE_TABLE = bytes(ord(CODE_ALPHABET[byte % 32]) for byte in range(256))
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the core schema.
@@ -131,14 +131,14 @@ def iso(timestamp: float | None) -> str | None:
     """UTC ISO 8601 to the second: what records carry, so every client reads times the same way."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def new_code() -> str:
-    """A short code a clerk can read aloud (`K7Q-2M9`): 30 random bits, about a billion values."""
-    bits = secrets.randbits(30)
-    chars = [CODE_ALPHABET[(bits >> (5 * i)) & 31] for i in range(6)]
-    return "".join(chars[:3]) + "-" + "".join(chars[3:])
+    """A short code a clerk can read aloud (`K7Q-2M9`): 30 bits from the OS's secure source, about a billion
+    values. Unpredictable on purpose: with the customer's email, a code is enough to cancel."""
+    chars = os.urandom(6).translate(_CODE_TABLE).decode("ascii")
+    return f"{chars[:3]}-{chars[3:]}"
 
 
 def _reservation(row: tuple) -> Reservation:
@@ -173,15 +173,19 @@ def _clean_starts_at(value: str) -> str:
 
 
 class _Job:
-    """One queued write; `finished` flips once a leader has committed (or failed) it."""
+    """One queued write. Its owner sleeps on `wake` until a leader has committed it (`finished`) or has
+    handed it the lead (`lead`): one wake-up per waiter, never a crowd woken to check and sleep again."""
 
-    __slots__ = ("error", "finished", "op", "result")
+    __slots__ = ("error", "finished", "lead", "op", "result", "wake")
 
     def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
         self.op = op
         self.finished = False
+        self.lead = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Store:
@@ -210,9 +214,11 @@ class Store:
         self._all_connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._pending: list[_Job] = []
-        self._turn = threading.Condition()
-        """Guards the queue and the leader flag: the in-process mutual exclusion of the write path."""
+        self._queue_lock = threading.Lock()
+        """Guards the queue and the leader flag: with them, the in-process mutual exclusion of the write path."""
         self._leading = False
+        self._idle = threading.Event()
+        self._idle.set()
         self._closed = False
         self._writer_connection = self._connect()
         self._process_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -276,33 +282,54 @@ class Store:
         """Run `op` inside the next group commit and return once it is durable.
 
         Callers queue their write; if nobody is committing, the caller becomes the leader, takes every
-        write queued so far (its own and others') and commits them in one transaction. Callers whose
-        writes were taken along are woken together when the leader is done; one still queued becomes the
-        next leader. No writer thread, so no hand-off on the way in, and no convoy on the way out.
+        write queued so far (its own and others') and commits them in one transaction. It then wakes the
+        owner of each write it committed, and hands the lead to the oldest write still queued, if any.
+        No writer thread, so no hand-off on the way in, and each caller is woken exactly once.
         """
         job = _Job(op)
-        deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
-        with self._turn:
+        with self._queue_lock:
             if self._closed:
                 raise Unavailable("the store is closed")
             self._pending.append(job)
-            while self._leading and not job.finished:
-                if not self._turn.wait(deadline - time.monotonic()):
-                    raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
-            leader = not job.finished
-            if leader:
-                self._leading = True
-                batch, self._pending = self._pending, []
-        if leader:
-            try:
-                self._commit_batch(batch)
-            finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+            if not self._leading:
+                job.lead = self._leading = True
+                self._idle.clear()
+        if not job.lead and not job.wake.acquire(timeout=WRITE_TIMEOUT_SECONDS):
+            self._give_up(job)
+        if not job.finished:
+            self._lead()
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _give_up(self, job: _Job) -> None:
+        """A follower that waited too long leaves, unless its write is already being committed or it was
+        just handed the lead (then it stays: nobody else would lead)."""
+        with self._queue_lock:
+            if job in self._pending and not job.lead:
+                self._pending.remove(job)
+                raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
+        job.wake.acquire()
+
+    def _lead(self) -> None:
+        with self._queue_lock:
+            batch, self._pending = self._pending, []
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._queue_lock:
+                if self._pending and not self._closed:
+                    successor = self._pending[0]
+                    successor.lead = True
+                else:
+                    successor = None
+                    self._leading = False
+                    self._idle.set()
+            for other in batch:
+                if not other.lead:
+                    other.wake.release()
+            if successor is not None:
+                successor.wake.release()
 
     def _commit_batch(self, batch: list[_Job]) -> None:
         """One transaction for the whole group; every job leaves finished, with a result or an error."""
@@ -359,15 +386,19 @@ class Store:
 
     def close(self) -> None:
         """Let the write in progress finish, then close every connection (the last close checkpoints the WAL)."""
-        with self._turn:
+        with self._queue_lock:
             if self._closed:
                 return
-            self._turn.wait_for(lambda: not self._leading, timeout=WRITE_TIMEOUT_SECONDS)
             self._closed = True
-            for job in self._pending:
+            abandoned, self._pending = self._pending, []
+            for job in abandoned:
                 job.error, job.finished = Unavailable("the store is closed"), True
-            self._pending = []
-            self._turn.notify_all()
+                if job.lead:  # the lead was handed to a write that will now never run
+                    self._leading = False
+                    self._idle.set()
+                else:
+                    job.wake.release()
+        self._idle.wait(WRITE_TIMEOUT_SECONDS)
         os.close(self._process_lock)
         with self._connections_lock:
             for connection in self._all_connections:

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from procs import wait_until
 
 import database
 from database import Store
-from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, SoldOut
+from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, SoldOut, Unavailable
 
 
 class FakeClock:
@@ -372,3 +373,44 @@ class StoreMachine(RuleBasedStateMachine):
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def test_group_commit_answers_every_caller_even_when_closed_under_load(tmp_path: Path) -> None:
+    """Writers queue behind one leader at a time; closing mid-stream must wake every one of them."""
+    path = tmp_path / "busy.db"
+    store = Store(path, seed_demo=False)
+    event_id = small_event(store, capacity=1_000_000)
+    sold: list[str] = []
+    endings: list[str] = []
+    lock = threading.Lock()
+    started = threading.Barrier(33)
+
+    def writer() -> None:
+        started.wait()
+        while True:
+            try:
+                code = store.reserve(event_id, 1, "Ana", "ana@example.com", sector="Pista", confirm=True).code
+            except Unavailable as exc:
+                with lock:
+                    endings.append(str(exc))
+                return
+            with lock:
+                sold.append(code)
+
+    threads = [threading.Thread(target=writer) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    wait_until(lambda: len(sold) >= 500, what="500 sales")
+    store.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), "a writer was never woken"
+    assert endings == ["the store is closed"] * 32
+    reopened = Store(path, seed_demo=False)
+    try:
+        assert reopened.check_invariants() == []
+        assert sorted(r.code for r in reopened.reservations(event_id)) == sorted(sold)
+    finally:
+        reopened.close()
+
