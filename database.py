@@ -543,18 +543,17 @@ class Store:
     def _take_on_the_fast_path(
         connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int
     ) -> tuple[str, int] | None:
-        """The common case in one statement: the event is on sale and the sector has the tickets.
-
-        None means "look closer": no sector named, a refusal to explain, or a retry to recognise.
+        """The common case in one statement: the event is on sale and the sector (named, or the event's only
+        one) has the tickets. None means "look closer": a refusal to explain, or a retry to recognise.
         """
-        if sector is None:
-            return None
         row = connection.execute(
-            "UPDATE sectors SET available = available - ?1 WHERE event_id = ?2 AND name = ?3 AND available >= ?1 "
-            "AND (SELECT status FROM events WHERE id = ?2) = 'on_sale' RETURNING price_cents",
+            "UPDATE sectors SET available = available - ?1 "
+            "WHERE event_id = ?2 AND available >= ?1 AND (SELECT status FROM events WHERE id = ?2) = 'on_sale' "
+            "AND name = COALESCE(?3, (SELECT MIN(name) FROM sectors WHERE event_id = ?2 HAVING COUNT(*) = 1)) "
+            "RETURNING name, price_cents",
             (quantity, event_id, sector),
         ).fetchone()
-        return None if row is None else (sector, row[0])
+        return row
 
     def _take_or_explain(self, connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int) -> tuple[str, int]:
         """The slow path: resolve the sector, then take the tickets or say precisely why not."""
