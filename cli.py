@@ -39,6 +39,7 @@ from client_core import (
     ServerStatus,
     TicketClient,
     Unavailable,
+    format_money,
     parse_address,
 )
 from launcher import LaunchError, LocalCluster
@@ -103,13 +104,6 @@ def _positive_int(text: str) -> int:
 
 
 # -- how answers look -----------------------------------------------------------------------------------
-
-
-def format_money(cents: int) -> str:
-    """Integer cents as Brazilian reais (`R$ 1.234,50`); money never passes through a float."""
-    sign = "-" if cents < 0 else ""
-    reais, centavos = divmod(abs(cents), 100)
-    return f"{sign}R$ {reais:,}".replace(",", ".") + f",{centavos:02d}"
 
 
 def format_time(text: str | None, local: bool = True) -> str:

@@ -40,7 +40,7 @@ from errors import (
     SoldOut,
     Unavailable,
 )
-from records import Event, Reservation, Sector, ServerStatus, from_wire
+from records import Event, LedgerEntry, Reservation, Sector, SectorReport, ServerStatus, format_money, from_wire
 
 __all__ = [
     "BoxOfficeError",
@@ -50,16 +50,19 @@ __all__ = [
     "Forbidden",
     "HoldExpired",
     "InvalidRequest",
+    "LedgerEntry",
     "NameServerClient",
     "NotFound",
     "Reservation",
     "ReservationError",
     "RetryPolicy",
     "Sector",
+    "SectorReport",
     "ServerStatus",
     "SoldOut",
     "TicketClient",
     "Unavailable",
+    "format_money",
     "is_server_failure",
     "parse_address",
 ]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
-from records import Event, LedgerEntry, Reservation, Sector
+from records import Event, LedgerEntry, OutboxMessage, Reservation, Sector, SectorReport, format_money
 
 log = logging.getLogger("bilheteria.database")
 
@@ -109,6 +109,34 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN currency TEXT NOT NULL DEFAULT 'BRL';
     """,
+    # 3: an optional cap on half-price tickets per sector, kept as a counter so the database itself refuses
+    # the ticket past the cap; and the outbox, written in the same transaction as the change it announces.
+    """
+    ALTER TABLE sectors ADD COLUMN half_limit INTEGER CHECK (half_limit IS NULL OR half_limit >= 0);
+    ALTER TABLE sectors ADD COLUMN half_taken INTEGER NOT NULL DEFAULT 0 CHECK (half_taken >= 0);
+    UPDATE sectors SET half_taken = (
+        SELECT COALESCE(SUM(r.quantity), 0) FROM reservations r
+        WHERE r.event_id = sectors.event_id AND r.sector = sectors.name AND r.category = 'half'
+        AND r.status IN ('held', 'confirmed'));
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        code TEXT,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'logged')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        claimed_by TEXT,
+        claimed_until REAL,
+        sent_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX ledger_by_time ON ledger(at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -121,6 +149,7 @@ DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[tuple[str, int, int], ...]], ..
      (("Geral", 6000, 80),)),
 )
 
+_OUTBOX_COLUMNS = "id, kind, recipient, subject, body, code, attempts, status"
 _RESERVATION_COLUMNS = (
     "code, event_id, sector, quantity, customer, email, category, unit_price_cents, total_cents, "
     "status, created_at, expires_at"
@@ -410,7 +439,7 @@ class Store:
     def list_events(self) -> tuple[Event, ...]:
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available "
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit "
                 "FROM events e LEFT JOIN sectors s ON s.event_id = e.id ORDER BY e.id, s.position"
             ).fetchall()
         return tuple(self._events_from_rows(rows))
@@ -418,7 +447,7 @@ class Store:
     def get_event(self, event_id: int) -> Event:
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available "
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit "
                 "FROM events e LEFT JOIN sectors s ON s.event_id = e.id WHERE e.id = ? ORDER BY s.position",
                 (event_id,),
             ).fetchall()
@@ -473,20 +502,27 @@ class Store:
         return tuple(_reservation(row) for row in rows)
 
     def check_invariants(self) -> list[str]:
-        """Violations of capacity == available + held + confirmed, per sector; empty when healthy."""
+        """Violations, per sector, of capacity == available + held + confirmed, and of the half-price counter
+        (it equals the active half-price tickets and stays within its limit); empty when healthy."""
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT s.event_id, s.name, s.capacity, s.available, "
+                "SELECT s.event_id, s.name, s.capacity, s.available, s.half_limit, s.half_taken, "
                 "COALESCE(SUM(CASE WHEN r.status = 'held' THEN r.quantity END), 0), "
-                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' THEN r.quantity END), 0) "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status IN ('held', 'confirmed') AND r.category = 'half' THEN r.quantity END), 0) "
                 "FROM sectors s LEFT JOIN reservations r ON r.event_id = s.event_id AND r.sector = s.name "
                 "GROUP BY s.event_id, s.name ORDER BY s.event_id, s.position"
             ).fetchall()
-        return [
-            f"event {event_id} sector {name!r}: capacity {capacity} != available {available} + held {held} + confirmed {confirmed}"
-            for event_id, name, capacity, available, held, confirmed in rows
-            if capacity != available + held + confirmed
-        ]
+        problems = []
+        for event_id, name, capacity, available, half_limit, half_taken, held, confirmed, half_active in rows:
+            where = f"event {event_id} sector {name!r}"
+            if capacity != available + held + confirmed:
+                problems.append(f"{where}: capacity {capacity} != available {available} + held {held} + confirmed {confirmed}")
+            if half_taken != half_active:
+                problems.append(f"{where}: half-price counter {half_taken} != active half-price tickets {half_active}")
+            if half_limit is not None and half_active > half_limit:
+                problems.append(f"{where}: {half_active} half-price tickets over the limit of {half_limit}")
+        return problems
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -514,12 +550,13 @@ class Store:
         wanted = (event_id, sector, quantity, customer, email, category)
 
         def op(connection: sqlite3.Connection) -> Reservation:
-            taken = self._take_on_the_fast_path(connection, event_id, sector, quantity)
+            half = quantity if category == "half" else 0
+            taken = self._take_on_the_fast_path(connection, event_id, sector, quantity, half)
             if taken is None:
                 existing = self._by_request_id(connection, request_id)
                 if existing is not None:
                     return self._replayed(existing, wanted)
-                taken = self._take_or_explain(connection, event_id, sector, quantity)
+                taken = self._take_or_explain(connection, event_id, sector, quantity, half)
             sector_name, price = taken
             now = self.clock()
             numerator, denominator = CATEGORIES[category]
@@ -530,48 +567,61 @@ class Store:
             if row is None:
                 # The request id is taken: this is a retry of a reservation made earlier. Give back what
                 # was just taken, inside this same transaction, and answer with the original.
-                connection.execute(
-                    "UPDATE sectors SET available = available + ? WHERE event_id = ? AND name = ?", (quantity, event_id, sector_name)
-                )
+                self._give_back(connection, event_id, sector_name, quantity, half)
                 return self._replayed(self._by_request_id(connection, request_id), wanted)
             self._record(connection, now, "sell" if confirm else "hold", row[0], event_id, sector_name, quantity)
+            if confirm:
+                self._announce(connection, now, "confirmed", row)
             return _reservation(row)
 
         return self._submit(op)
 
     @staticmethod
     def _take_on_the_fast_path(
-        connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int
+        connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int, half: int
     ) -> tuple[str, int] | None:
         """The common case in one statement: the event is on sale and the sector (named, or the event's only
         one) has the tickets. None means "look closer": a refusal to explain, or a retry to recognise.
         """
         row = connection.execute(
-            "UPDATE sectors SET available = available - ?1 "
+            "UPDATE sectors SET available = available - ?1, half_taken = half_taken + ?4 "
             "WHERE event_id = ?2 AND available >= ?1 AND (SELECT status FROM events WHERE id = ?2) = 'on_sale' "
             "AND name = COALESCE(?3, (SELECT MIN(name) FROM sectors WHERE event_id = ?2 HAVING COUNT(*) = 1)) "
+            "AND (?4 = 0 OR half_limit IS NULL OR half_taken + ?4 <= half_limit) "
             "RETURNING name, price_cents",
-            (quantity, event_id, sector),
+            (quantity, event_id, sector, half),
         ).fetchone()
         return row
 
-    def _take_or_explain(self, connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int) -> tuple[str, int]:
+    def _take_or_explain(
+        self, connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int, half: int
+    ) -> tuple[str, int]:
         """The slow path: resolve the sector, then take the tickets or say precisely why not."""
         sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
         if event_status != "on_sale":
             raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
         updated = connection.execute(
-            "UPDATE sectors SET available = available - ? WHERE event_id = ? AND name = ? AND available >= ?",
-            (quantity, event_id, sector_name, quantity),
+            "UPDATE sectors SET available = available - ?1, half_taken = half_taken + ?4 WHERE event_id = ?2 AND name = ?3 "
+            "AND available >= ?1 AND (?4 = 0 OR half_limit IS NULL OR half_taken + ?4 <= half_limit)",
+            (quantity, event_id, sector_name, half),
         ).rowcount
         if updated != 1:
-            left = connection.execute(
-                "SELECT available FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
-            ).fetchone()[0]
+            left, half_limit, half_taken = connection.execute(
+                "SELECT available, half_limit, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
+            ).fetchone()
+            if left >= quantity:
+                raise SoldOut(f"Only {max(0, half_limit - half_taken)} half-price tickets left in {sector_name} for {event_name}")
             if left:
                 raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
             raise SoldOut(f"{sector_name} for {event_name} is sold out")
         return sector_name, price
+
+    @staticmethod
+    def _give_back(connection: sqlite3.Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
+        connection.execute(
+            "UPDATE sectors SET available = available + ?, half_taken = half_taken - ? WHERE event_id = ? AND name = ?",
+            (quantity, half, event_id, sector),
+        )
 
     @staticmethod
     def _by_request_id(connection: sqlite3.Connection, request_id: str) -> tuple | None:
@@ -644,7 +694,9 @@ class Store:
                 raise EventClosed(f"The event of reservation {row[0]} was cancelled")
             connection.execute("UPDATE reservations SET status = 'confirmed', expires_at = NULL WHERE code = ?", (row[0],))
             self._record(connection, now, "confirm", row[0], row[1], row[2], row[3])
-            return _reservation((*row[:9], "confirmed", row[10], None))
+            confirmed = (*row[:9], "confirmed", row[10], None)
+            self._announce(connection, now, "confirmed", confirmed)
+            return _reservation(confirmed)
 
         return self._submit(op)
 
@@ -656,7 +708,7 @@ class Store:
             if row[9] not in ("held", "confirmed"):
                 return _reservation(row)
             now = self.clock()
-            self._release(connection, now, "cancel", row)
+            self._release(connection, now, "cancel", row, announce="cancelled")
             return _reservation((*row[:9], "cancelled", row[10], None))
 
         return self._submit(op)
@@ -668,7 +720,8 @@ class Store:
         self._owned(row, code, email)
         return row
 
-    def _release(self, connection: sqlite3.Connection, now: float, action: str, row: tuple) -> None:
+    def _release(self, connection: sqlite3.Connection, now: float, action: str, row: tuple, announce: str | None = None) -> None:
+        """Cancel or expire an active reservation and give its tickets back; `announce` mails the customer."""
         new_status = "cancelled" if action == "cancel" else "expired"
         keep_expiry = row[11] if new_status == "expired" else None
         changed = connection.execute(
@@ -676,10 +729,10 @@ class Store:
             (new_status, keep_expiry, row[0]),
         ).rowcount
         if changed:
-            connection.execute(
-                "UPDATE sectors SET available = available + ? WHERE event_id = ? AND name = ?", (row[3], row[1], row[2])
-            )
+            self._give_back(connection, row[1], row[2], row[3], row[3] if row[6] == "half" else 0)
             self._record(connection, now, action, row[0], row[1], row[2], row[3])
+            if announce is not None:
+                self._announce(connection, now, announce, (*row[:9], "cancelled", row[10], None))
 
     def expire_holds(self, limit: int = 500) -> int:
         """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once)."""
@@ -737,9 +790,272 @@ class Store:
 
     @staticmethod
     def _record(
-        connection: sqlite3.Connection, now: float, action: str, code: str | None, event_id: int, sector: str, quantity: int
+        connection: sqlite3.Connection, now: float, action: str, code: str | None, event_id: int, sector: str | None, quantity: int | None
     ) -> None:
         connection.execute(
             "INSERT INTO ledger (at, action, code, event_id, sector, quantity) VALUES (?, ?, ?, ?, ?, ?)",
             (now, action, code, event_id, sector, quantity),
         )
+
+    # -- the outbox ---------------------------------------------------------------------------------
+
+    def _announce(self, connection: sqlite3.Connection, now: float, kind: str, row: tuple) -> None:
+        """Queue the customer's mail in the transaction that made the change, so it exists if and only if the change does."""
+        code, event_id, sector, quantity, customer, email, category, unit, total = row[:9]
+        name, venue, starts_at, currency = connection.execute(
+            "SELECT name, venue, starts_at, currency FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        subject = {
+            "confirmed": f"Your tickets for {name} - {code}",
+            "cancelled": f"Reservation {code} cancelled - {name}",
+            "event_cancelled": f"{name} was cancelled - reservation {code}",
+        }[kind]
+        opening = {
+            "confirmed": "your purchase is confirmed.",
+            "cancelled": "your reservation was cancelled and its tickets went back on sale.",
+            "event_cancelled": "the event was cancelled by the organiser, so your reservation was cancelled. Refunds follow.",
+        }[kind]
+        body = "\n".join((
+            f"Hello {customer},",
+            "",
+            f"{opening}",
+            "",
+            f"Reservation: {code}",
+            f"Event: {name}",
+            f"Venue: {venue}",
+            f"Starts: {starts_at}",
+            f"Sector: {sector}",
+            f"Tickets: {quantity} x {format_money(unit, currency)} ({category} price)",
+            f"Total: {format_money(total, currency)}",
+            "",
+            "bilheteria",
+        ))
+        connection.execute(
+            "INSERT INTO outbox (created_at, kind, recipient, subject, body, code, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (now, kind, email, subject, body, code, now),
+        )
+
+    def claim_messages(self, worker: str, limit: int = 20, lease_seconds: float = 60.0) -> tuple[OutboxMessage, ...]:
+        """Lease due messages to `worker`. A lease keeps other replicas off them in the normal path; one that
+        expires (its worker died) lets another replica take over, at the price of a possible second send."""
+
+        def op(connection: sqlite3.Connection) -> tuple[OutboxMessage, ...]:
+            now = self.clock()
+            rows = connection.execute(
+                f"UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 WHERE id IN ("
+                f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?3 "
+                f"AND (claimed_until IS NULL OR claimed_until < ?3) ORDER BY id LIMIT ?4) RETURNING {_OUTBOX_COLUMNS}",
+                (worker, now + lease_seconds, now, limit),
+            ).fetchall()
+            return tuple(sorted((OutboxMessage(*row) for row in rows), key=lambda message: message.id))
+
+        return self._submit(op)
+
+    def mark_sent(self, message_id: int, worker: str) -> None:
+        self._settle(message_id, worker, "UPDATE outbox SET status = 'sent', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
+
+    def mark_logged(self, message_id: int, worker: str) -> None:
+        self._settle(message_id, worker, "UPDATE outbox SET status = 'logged', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
+
+    def mark_failed(self, message_id: int, worker: str, error: str, retry_in: float) -> None:
+        self._submit(lambda connection: connection.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claimed_by = NULL, "
+            "claimed_until = NULL WHERE id = ? AND status = 'pending'",
+            (self.clock() + retry_in, error[:500], message_id),
+        ))
+        log.info("outbox %d: delivery by %s failed (%s); next try in %.0f s", message_id, worker, error[:200], retry_in)
+
+    def _settle(self, message_id: int, worker: str, statement: str) -> None:
+        self._submit(lambda connection: connection.execute(statement, (self.clock(), message_id)))
+        log.debug("outbox %d settled by %s", message_id, worker)
+
+    def outbox(self, status: str | None = None) -> tuple[OutboxMessage, ...]:
+        """Every message (with one status): for audits and tests, not for the hot path."""
+        query = f"SELECT {_OUTBOX_COLUMNS} FROM outbox" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        with self._reader() as connection:
+            rows = connection.execute(query, (status,) if status else ()).fetchall()
+        return tuple(OutboxMessage(*row) for row in rows)
+
+    # -- administration -----------------------------------------------------------------------------
+
+    def _event_row(self, connection: sqlite3.Connection, event_id: int) -> tuple[str, str]:
+        row = connection.execute("SELECT name, status FROM events WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"No event with id {event_id}")
+        return row
+
+    def update_event(
+        self,
+        event_id: int,
+        name: str | None = None,
+        venue: str | None = None,
+        starts_at: str | None = None,
+        capacities: tuple[tuple[str, int], ...] = (),
+        half_limits: tuple[tuple[str, int | None], ...] = (),
+    ) -> Event:
+        """Rename, move or reschedule an event; grow a sector, or shrink it down to what is already held or sold;
+        set or lift (None) a sector's half-price limit, but never below what is already taken at half price."""
+        changes = {
+            "name": None if name is None else _clean_text(name, "event name"),
+            "venue": None if venue is None else _clean_text(venue, "venue"),
+            "starts_at": None if starts_at is None else _clean_starts_at(starts_at),
+        }
+        for sector, capacity in capacities:
+            if not 1 <= capacity <= MAX_CAPACITY:
+                raise InvalidRequest(f"capacity of {sector} must be between 1 and {MAX_CAPACITY}")
+        for sector, limit in half_limits:
+            if limit is not None and not 0 <= limit <= MAX_CAPACITY:
+                raise InvalidRequest(f"half-price limit of {sector} must be between 0 and {MAX_CAPACITY}, or None")
+
+        def op(connection: sqlite3.Connection) -> None:
+            self._event_row(connection, event_id)
+            now = self.clock()
+            for column, value in changes.items():
+                if value is not None:
+                    connection.execute(f"UPDATE events SET {column} = ? WHERE id = ?", (value, event_id))
+            for sector, capacity in capacities:
+                current = self._sector_row(connection, event_id, sector)
+                taken = current[0] - current[1]
+                if capacity < taken:
+                    raise InvalidRequest(f"{sector} has {taken} tickets held or sold; its capacity cannot go below that")
+                connection.execute(
+                    "UPDATE sectors SET capacity = ?, available = available + ? WHERE event_id = ? AND name = ?",
+                    (capacity, capacity - current[0], event_id, sector),
+                )
+                self._record(connection, now, "capacity", None, event_id, sector, capacity)
+            for sector, limit in half_limits:
+                half_taken = self._sector_row(connection, event_id, sector)[2]
+                if limit is not None and limit < half_taken:
+                    raise InvalidRequest(f"{sector} has {half_taken} half-price tickets held or sold; the limit cannot go below that")
+                connection.execute("UPDATE sectors SET half_limit = ? WHERE event_id = ? AND name = ?", (limit, event_id, sector))
+                self._record(connection, now, "half_limit", None, event_id, sector, limit)
+            if any(value is not None for value in changes.values()):
+                self._record(connection, now, "update", None, event_id, None, None)
+
+        self._submit(op)
+        return self.get_event(event_id)
+
+    @staticmethod
+    def _sector_row(connection: sqlite3.Connection, event_id: int, sector: str) -> tuple[int, int, int]:
+        row = connection.execute(
+            "SELECT capacity, available, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"Event {event_id} has no sector {sector!r}")
+        return row
+
+    def add_sector(self, event_id: int, name: str, price_cents: int, capacity: int, half_limit: int | None = None) -> Event:
+        name = _clean_text(name, "sector name", 100)
+        if not 0 <= price_cents <= MAX_PRICE_CENTS:
+            raise InvalidRequest(f"price_cents of {name} must be between 0 and {MAX_PRICE_CENTS}")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise InvalidRequest(f"capacity of {name} must be between 1 and {MAX_CAPACITY}")
+        if half_limit is not None and not 0 <= half_limit <= capacity:
+            raise InvalidRequest(f"half-price limit of {name} must be between 0 and its capacity, or None")
+
+        def op(connection: sqlite3.Connection) -> None:
+            event_name, status = self._event_row(connection, event_id)
+            if status == "cancelled":
+                raise EventClosed(f"{event_name} was cancelled")
+            count, taken = connection.execute(
+                "SELECT COUNT(*), COALESCE(MAX(position), -1) + 1 FROM sectors WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if count >= MAX_SECTORS:
+                raise InvalidRequest(f"an event has at most {MAX_SECTORS} sectors")
+            if connection.execute("SELECT 1 FROM sectors WHERE event_id = ? AND name = ?", (event_id, name)).fetchone():
+                raise InvalidRequest(f"{event_name} already has a sector {name!r}")
+            connection.execute(
+                "INSERT INTO sectors (event_id, name, position, price_cents, capacity, available, half_limit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event_id, name, taken, price_cents, capacity, capacity, half_limit),
+            )
+            self._record(connection, self.clock(), "open", None, event_id, name, capacity)
+
+        self._submit(op)
+        return self.get_event(event_id)
+
+    def set_event_status(self, event_id: int, status: str) -> Event:
+        """Pause (no new reservations; holds may still be confirmed) or resume sales; a cancelled event stays so."""
+        if status not in ("on_sale", "paused"):
+            raise InvalidRequest("an event can be put on sale or paused here; cancel it with cancel_event")
+
+        def op(connection: sqlite3.Connection) -> None:
+            event_name, current = self._event_row(connection, event_id)
+            if current == "cancelled":
+                raise EventClosed(f"{event_name} was cancelled; it cannot be paused or resumed")
+            if current != status:
+                connection.execute("UPDATE events SET status = ? WHERE id = ?", (status, event_id))
+                self._record(connection, self.clock(), "pause" if status == "paused" else "resume", None, event_id, None, None)
+
+        self._submit(op)
+        return self.get_event(event_id)
+
+    def cancel_event(self, event_id: int) -> tuple[Event, int]:
+        """Cancel the event and every active reservation in it, mailing each customer; answers how many were cancelled."""
+
+        def op(connection: sqlite3.Connection) -> int:
+            self._event_row(connection, event_id)
+            now = self.clock()
+            connection.execute("UPDATE events SET status = 'cancelled' WHERE id = ?", (event_id,))
+            rows = connection.execute(
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE event_id = ? AND status IN ('held', 'confirmed')",
+                (event_id,),
+            ).fetchall()
+            for row in rows:
+                self._release(connection, now, "cancel", row, announce="event_cancelled")
+            self._record(connection, now, "cancel_event", None, event_id, None, len(rows))
+            return len(rows)
+
+        cancelled = self._submit(op)
+        return self.get_event(event_id), cancelled
+
+    def delete_event(self, event_id: int) -> None:
+        """Only an event that never took a reservation can vanish; one with history must be cancelled instead."""
+
+        def op(connection: sqlite3.Connection) -> None:
+            event_name, _ = self._event_row(connection, event_id)
+            if connection.execute("SELECT 1 FROM reservations WHERE event_id = ? LIMIT 1", (event_id,)).fetchone():
+                raise InvalidRequest(f"{event_name} has reservations on record; cancel it instead of deleting it")
+            connection.execute("DELETE FROM sectors WHERE event_id = ?", (event_id,))
+            connection.execute("DELETE FROM events WHERE id = ?", (event_id,))
+            self._record(connection, self.clock(), "delete_event", None, event_id, None, None)
+
+        self._submit(op)
+
+    def list_reservations(
+        self, event_id: int | None = None, email: str | None = None, status: str | None = None, limit: int = 1000
+    ) -> tuple[Reservation, ...]:
+        """The clerk's search: newest first, filtered by event, customer email and status."""
+        if status is not None and status not in ("held", "confirmed", "cancelled", "expired"):
+            raise InvalidRequest("status must be held, confirmed, cancelled or expired")
+        clauses, params = [], []
+        for clause, value in (("event_id = ?", event_id), ("email = ? COLLATE NOCASE", email), ("status = ?", status)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value.strip() if isinstance(value, str) else value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._reader() as connection:
+            rows = connection.execute(
+                f"SELECT {_RESERVATION_COLUMNS} FROM reservations{where} ORDER BY created_at DESC, code LIMIT ?", (*params, limit)
+            ).fetchall()
+        return tuple(_reservation(row) for row in rows)
+
+    def report(self) -> tuple[SectorReport, ...]:
+        """Per event and sector: where it stands, what it earned by category (confirmed only), and the last minute's sales."""
+        since = self.clock() - 60
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT e.id, e.name, e.status, s.name, s.price_cents, s.capacity, s.available, "
+                "COALESCE(SUM(CASE WHEN r.status = 'held' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' AND r.category = 'full' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' AND r.category = 'half' THEN r.quantity END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' AND r.category = 'full' THEN r.total_cents END), 0), "
+                "COALESCE(SUM(CASE WHEN r.status = 'confirmed' AND r.category = 'half' THEN r.total_cents END), 0), "
+                "(SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l WHERE l.at >= ? AND l.event_id = e.id AND l.sector = s.name "
+                "AND l.action IN ('sell', 'confirm')), s.half_limit "
+                "FROM events e JOIN sectors s ON s.event_id = e.id "
+                "LEFT JOIN reservations r ON r.event_id = s.event_id AND r.sector = s.name "
+                "GROUP BY e.id, s.name ORDER BY e.id, s.position",
+                (since,),
+            ).fetchall()
+        return tuple(SectorReport(*row) for row in rows)

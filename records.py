@@ -19,6 +19,8 @@ class Sector:
     price_cents: int
     capacity: int
     available: int
+    half_limit: int | None = None
+    """At most this many half-price tickets held or sold at once; None: no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,45 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SectorReport:
+    """One row of the admin report: where a sector stands and what it earned (confirmed sales only)."""
+
+    event_id: int
+    event_name: str
+    event_status: str
+    sector: str
+    price_cents: int
+    capacity: int
+    available: int
+    held: int
+    sold: int
+    sold_full: int
+    sold_half: int
+    revenue_full_cents: int
+    revenue_half_cents: int
+    sold_last_minute: int
+    half_limit: int | None
+
+    @property
+    def revenue_cents(self) -> int:
+        return self.revenue_full_cents + self.revenue_half_cents
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A mail waiting in (or gone from) the outbox; `id` travels in its headers so a duplicate is recognisable."""
+
+    id: int
+    kind: str
+    recipient: str
+    subject: str
+    body: str
+    code: str | None
+    attempts: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServerStatus:
     server_id: str
     version: str
@@ -76,10 +117,20 @@ class ServerStatus:
     """(event id, event name, sector, available) for every sector."""
 
 
-Record = TypeVar("Record", Sector, Event, Reservation, LedgerEntry, ServerStatus)
+Record = TypeVar("Record", Sector, Event, Reservation, LedgerEntry, SectorReport, OutboxMessage, ServerStatus)
 _FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls)) for cls in (Sector, Event, Reservation, LedgerEntry, ServerStatus)
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (Sector, Event, Reservation, LedgerEntry, SectorReport, OutboxMessage, ServerStatus)
 }
+
+
+def format_money(cents: int, currency: str = "BRL") -> str:
+    """Integer cents as people read them: BRL as `R$ 1.234,50`, others as `1,234.50 EUR`."""
+    sign = "-" if cents < 0 else ""
+    whole, fraction = divmod(abs(cents), 100)
+    if currency == "BRL":
+        return f"{sign}R$ {whole:,}".replace(",", ".") + f",{fraction:02d}"
+    return f"{sign}{whole:,}.{fraction:02d} {currency}"
 
 
 def to_wire(record: Any) -> WirePairs:
