@@ -308,6 +308,49 @@ class TicketClient:
         pairs = self._call("admin_create_event", admin_token, name, venue, starts_at, wire_sectors, idempotent=False)
         return from_wire(Event, pairs)
 
+    # Administration: every call carries the admin token; the server refuses a wrong one with Forbidden.
+
+    def update_event(
+        self, admin_token: str, event_id: int, name: str | None = None, venue: str | None = None, starts_at: str | None = None,
+        capacities: Sequence[tuple[str, int]] = (), half_limits: Sequence[tuple[str, int | None]] = (),
+    ) -> Event:
+        """Absolute values, so a retry sets the same thing again."""
+        pairs = self._call("admin_update_event", admin_token, event_id, name, venue, starts_at,
+                           tuple(map(tuple, capacities)), tuple(map(tuple, half_limits)))
+        return from_wire(Event, pairs)
+
+    def add_sector(
+        self, admin_token: str, event_id: int, name: str, price_cents: int, capacity: int, half_limit: int | None = None
+    ) -> Event:
+        pairs = self._call("admin_add_sector", admin_token, event_id, name, price_cents, capacity, half_limit, idempotent=False)
+        return from_wire(Event, pairs)
+
+    def pause_event(self, admin_token: str, event_id: int) -> Event:
+        return from_wire(Event, self._call("admin_pause_event", admin_token, event_id))
+
+    def resume_event(self, admin_token: str, event_id: int) -> Event:
+        return from_wire(Event, self._call("admin_resume_event", admin_token, event_id))
+
+    def cancel_event(self, admin_token: str, event_id: int) -> tuple[Event, int]:
+        """The cancelled event and how many reservations this call cancelled (a retry cancels none more)."""
+        answer = dict(self._call("admin_cancel_event", admin_token, event_id))
+        return from_wire(Event, answer["event"]), answer["cancelled_reservations"]
+
+    def delete_event(self, admin_token: str, event_id: int) -> None:
+        self._call("admin_delete_event", admin_token, event_id, idempotent=False)
+
+    def list_reservations(
+        self, admin_token: str, event_id: int | None = None, email: str | None = None, status: str | None = None
+    ) -> tuple[Reservation, ...]:
+        found = self._call("admin_list_reservations", admin_token, event_id, email, status)
+        return tuple(from_wire(Reservation, pairs) for pairs in found)
+
+    def report(self, admin_token: str) -> tuple[SectorReport, ...]:
+        return tuple(from_wire(SectorReport, pairs) for pairs in self._call("admin_report", admin_token))
+
+    def ledger(self, admin_token: str, since: int = 0, limit: int = 1000) -> tuple[LedgerEntry, ...]:
+        return tuple(from_wire(LedgerEntry, pairs) for pairs in self._call("admin_ledger", admin_token, since, limit))
+
     def close(self) -> None:
         with self._lock:
             connections = list(self._connections.values())

@@ -610,7 +610,10 @@ class Store:
                 "SELECT available, half_limit, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
             ).fetchone()
             if left >= quantity:
-                raise SoldOut(f"Only {max(0, half_limit - half_taken)} half-price tickets left in {sector_name} for {event_name}")
+                half_left = max(0, half_limit - half_taken)
+                if half_left:
+                    raise SoldOut(f"Only {half_left} half-price tickets left in {sector_name} for {event_name}")
+                raise SoldOut(f"No half-price tickets left in {sector_name} for {event_name}; full price still available")
             if left:
                 raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
             raise SoldOut(f"{sector_name} for {event_name} is sold out")

@@ -109,6 +109,18 @@ def _sectors(value: Any) -> tuple[tuple[str, int, int], ...]:
     return tuple(sectors)
 
 
+def _pairs(value: Any, name: str, check: Callable[[Any], Any]) -> tuple[tuple[str, Any], ...]:
+    """A tuple of (sector name, value) pairs, each value passed through `check`."""
+    if type(value) is not tuple or len(value) > 50:
+        raise InvalidRequest(f"{name} must be a tuple of at most 50 (sector, value) pairs")
+    pairs = []
+    for pair in value:
+        if type(pair) is not tuple or len(pair) != 2:
+            raise InvalidRequest(f"each entry of {name} must be a (sector, value) pair")
+        pairs.append((_str(pair[0], "sector"), check(pair[1])))
+    return tuple(pairs)
+
+
 # -- the service -------------------------------------------------------------------------------------
 
 
@@ -273,6 +285,81 @@ class TicketService(rpyc.Service):
         event = self.box.store.create_event(_str(name, "name"), _str(venue, "venue"), _str(starts_at, "starts_at"), _sectors(sectors))
         log.info("created event %d %r with %d sectors from %s", event.id, event.name, len(event.sectors), self.peer)
         return to_wire(event)
+
+    @remote
+    def exposed_admin_update_event(
+        self, token: Any, event_id: Any, name: Any = None, venue: Any = None, starts_at: Any = None,
+        capacities: Any = (), half_limits: Any = (),
+    ) -> tuple:
+        self.box.check_token(token, self.peer)
+        event = self.box.store.update_event(
+            _int(event_id, "event_id"), _optional_str(name, "name"), _optional_str(venue, "venue"),
+            _optional_str(starts_at, "starts_at"),
+            _pairs(capacities, "capacities", lambda v: _int(v, "capacity")),
+            _pairs(half_limits, "half_limits", lambda v: None if v is None else _int(v, "half_limit")),
+        )
+        log.info("updated event %d from %s", event.id, self.peer)
+        return to_wire(event)
+
+    @remote
+    def exposed_admin_add_sector(
+        self, token: Any, event_id: Any, name: Any, price_cents: Any, capacity: Any, half_limit: Any = None
+    ) -> tuple:
+        self.box.check_token(token, self.peer)
+        event = self.box.store.add_sector(
+            _int(event_id, "event_id"), _str(name, "name"), _int(price_cents, "price_cents"), _int(capacity, "capacity"),
+            None if half_limit is None else _int(half_limit, "half_limit"),
+        )
+        log.info("added sector %r to event %d from %s", name, event.id, self.peer)
+        return to_wire(event)
+
+    @remote
+    def exposed_admin_pause_event(self, token: Any, event_id: Any) -> tuple:
+        self.box.check_token(token, self.peer)
+        event = self.box.store.set_event_status(_int(event_id, "event_id"), "paused")
+        log.info("paused event %d from %s", event.id, self.peer)
+        return to_wire(event)
+
+    @remote
+    def exposed_admin_resume_event(self, token: Any, event_id: Any) -> tuple:
+        self.box.check_token(token, self.peer)
+        event = self.box.store.set_event_status(_int(event_id, "event_id"), "on_sale")
+        log.info("resumed event %d from %s", event.id, self.peer)
+        return to_wire(event)
+
+    @remote
+    def exposed_admin_cancel_event(self, token: Any, event_id: Any) -> tuple:
+        """Answers (("event", event record), ("cancelled_reservations", n))."""
+        self.box.check_token(token, self.peer)
+        event, cancelled = self.box.store.cancel_event(_int(event_id, "event_id"))
+        log.info("cancelled event %d and %d reservations from %s", event.id, cancelled, self.peer)
+        return (("event", to_wire(event)), ("cancelled_reservations", cancelled))
+
+    @remote
+    def exposed_admin_delete_event(self, token: Any, event_id: Any) -> int:
+        self.box.check_token(token, self.peer)
+        self.box.store.delete_event(_int(event_id, "event_id"))
+        log.info("deleted event %d from %s", event_id, self.peer)
+        return event_id
+
+    @remote
+    def exposed_admin_list_reservations(self, token: Any, event_id: Any = None, email: Any = None, status: Any = None) -> tuple:
+        self.box.check_token(token, self.peer)
+        found = self.box.store.list_reservations(
+            None if event_id is None else _int(event_id, "event_id"), _optional_str(email, "email"), _optional_str(status, "status")
+        )
+        return tuple(to_wire(reservation) for reservation in found)
+
+    @remote
+    def exposed_admin_report(self, token: Any) -> tuple:
+        self.box.check_token(token, self.peer)
+        return tuple(to_wire(row) for row in self.box.store.report())
+
+    @remote
+    def exposed_admin_ledger(self, token: Any, since: Any = 0, limit: Any = 1000) -> tuple:
+        self.box.check_token(token, self.peer)
+        entries = self.box.store.ledger(_int(since, "since"), _int(limit, "limit", 1, 10_000))
+        return tuple(to_wire(entry) for entry in entries)
 
     @remote
     def exposed_status(self) -> tuple:
