@@ -111,6 +111,8 @@ class ServerStatus:
     calls: int
     errors: int
     refusals: int
+    forbidden: int
+    """Calls refused for a missing or wrong admin token (also counted in refusals)."""
     backend: str
     database: str
     availability: tuple[tuple[int, str, str, int], ...]

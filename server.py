@@ -376,6 +376,7 @@ class TicketService(rpyc.Service):
                 calls=box.counters.calls,
                 errors=box.counters.errors,
                 refusals=box.counters.refusals,
+                forbidden=box.counters.forbidden,
                 backend=box.store.backend,
                 database=box.store.path,
                 availability=availability,
