@@ -842,6 +842,13 @@ class Store:
         """Lease due messages to `worker`. A lease keeps other replicas off them in the normal path; one that
         expires (its worker died) lets another replica take over, at the price of a possible second send."""
 
+        with self._reader() as reader:
+            due = reader.execute(
+                "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? LIMIT 1", (self.clock(),)
+            ).fetchone()
+        if due is None:
+            return ()  # the common case, answered by a read: no write transaction (and no fsync) per idle poll
+
         def op(connection: sqlite3.Connection) -> tuple[OutboxMessage, ...]:
             now = self.clock()
             rows = connection.execute(
