@@ -257,9 +257,13 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
         old.execute(
             "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES (7, 'Old', 'Hall', '2027-01-01', 'on_sale', 0)"
         )
-        old.execute("INSERT INTO sectors VALUES (7, 'Geral', 0, 5000, 10, 8)")
+        old.execute("INSERT INTO sectors VALUES (7, 'Geral', 0, 5000, 10, 5)")
         old.execute(
             "INSERT INTO reservations VALUES ('AAA-BBB', 'r1', 7, 'Geral', 2, 'Ana', 'ana@example.com', 'full', 5000, 10000,"
+            " 'confirmed', 0, NULL)"
+        )
+        old.execute(
+            "INSERT INTO reservations VALUES ('CCC-DDD', 'r2', 7, 'Geral', 3, 'Caio', 'caio@example.com', 'half', 2500, 7500,"
             " 'confirmed', 0, NULL)"
         )
         old.execute("PRAGMA user_version = 1")
@@ -270,9 +274,11 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
             assert check.execute("SELECT currency FROM events WHERE id = 7").fetchone()[0] == "BRL"
         assert [e.id for e in store.list_events()] == [7], "an old database is not re-seeded"
         assert store.get_reservation("AAA-BBB", "ana@example.com").total_cents == 10000
-        assert store.check_invariants() == []
-        store.reserve(7, 8, "Bia", "bia@example.com", confirm=True)
+        assert store.check_invariants() == [], "the half-price counter is rebuilt from the old reservations"
+        assert store.outbox() == ()
+        store.reserve(7, 5, "Bia", "bia@example.com", confirm=True)
         assert store.get_event(7).sectors[0].available == 0
+        assert [m.kind for m in store.outbox()] == ["confirmed"]
     finally:
         store.close()
 
