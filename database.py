@@ -844,7 +844,9 @@ class Store:
 
         with self._reader() as reader:
             due = reader.execute(
-                "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? LIMIT 1", (self.clock(),)
+                "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 "
+                "AND (claimed_until IS NULL OR claimed_until < ?1) LIMIT 1",
+                (self.clock(),),
             ).fetchone()
         if due is None:
             return ()  # the common case, answered by a read: no write transaction (and no fsync) per idle poll
@@ -868,12 +870,13 @@ class Store:
         self._settle(message_id, worker, "UPDATE outbox SET status = 'logged', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
 
     def mark_failed(self, message_id: int, worker: str, error: str, retry_in: float) -> None:
+        """Count a failed try and schedule the next, only while `worker` still holds the lease: a worker whose
+        lease lapsed must not clear the lease another replica now holds."""
         self._submit(lambda connection: connection.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claimed_by = NULL, "
-            "claimed_until = NULL WHERE id = ? AND status = 'pending'",
-            (self.clock() + retry_in, error[:500], message_id),
+            "claimed_until = NULL WHERE id = ? AND status = 'pending' AND claimed_by = ?",
+            (self.clock() + retry_in, error[:500], message_id, worker),
         ))
-        log.info("outbox %d: delivery by %s failed (%s); next try in %.0f s", message_id, worker, error[:200], retry_in)
 
     def _settle(self, message_id: int, worker: str, statement: str) -> None:
         self._submit(lambda connection: connection.execute(statement, (self.clock(), message_id)))

@@ -41,6 +41,7 @@ from rpyc.utils.server import ThreadedServer
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
+from mailer import Mailer, SmtpSettings, add_mail_arguments
 from records import ServerStatus, to_wire
 
 VERSION = "0.1.0"
@@ -564,6 +565,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-demo", action="store_true", default=env("NO_DEMO", "") not in ("", "0"),
                         help="start a new database empty instead of with the demo catalogue")
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    add_mail_arguments(parser, env)
     args = parser.parse_args(argv)
     if args.name_servers is None:
         listed = env("NAME_SERVERS", "127.0.0.1:18811") or ""
@@ -603,6 +605,8 @@ def serve(args: argparse.Namespace) -> int:
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
     threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
     threading.Thread(target=_report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
+    mailer = Mailer(store, SmtpSettings.from_args(args), worker=box.server_id, mail_from=args.mail_from)
+    mailer.start()
     registrar = Registrar(args.name_servers, server.port)
     registrar.start()
     print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
@@ -614,6 +618,7 @@ def serve(args: argparse.Namespace) -> int:
     with box.counters.lock:
         box.counters.idle.wait_for(lambda: box.counters.in_flight == 0, timeout=10)
     server.close()
+    mailer.stop()
     store.close()
     log.info("stopped cleanly")
     return 0
