@@ -14,13 +14,14 @@ start), 4 the swarm found an inconsistency, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,17 @@ from rich.text import Text
 from client_core import (
     BreakerListener,
     Event,
+    LedgerEntry,
     Reservation,
     ReservationError,
+    SectorReport,
     ServerStatus,
     TicketClient,
     Unavailable,
     format_money,
     parse_address,
 )
+from dashboard import Dashboard, breakers_text
 from launcher import LaunchError, LocalCluster
 from swarm import SwarmPlan, SwarmReport, run_swarm
 from tour import run_tour
@@ -64,7 +68,6 @@ STATUS_STYLES = {
     "confirmed": "bold green",
     "expired": "red",
 }
-BREAKER_STYLES = {"closed": "green", "half-open": "yellow", "open": "bold red"}
 
 
 # -- what the user typed --------------------------------------------------------------------------------
@@ -100,6 +103,49 @@ def _host_port(text: str) -> str:
 def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ValueError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
+
+
+def parse_sector_number(text: str) -> tuple[str, int]:
+    """`SECTOR=N`; split from the right so a sector name may itself contain `=`. Whether N is acceptable is the server's call."""
+    name, _, number = text.rpartition("=")
+    try:
+        value = int(number)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not SECTOR=N (e.g. VIP=80)") from None
+    return _sector_name(name, text), value
+
+
+def parse_half_limit(text: str) -> tuple[str, int | None]:
+    """`SECTOR=N`, or `SECTOR=none` to lift the sector's half-price limit."""
+    name, _, number = text.rpartition("=")
+    try:
+        value = parse_optional_limit(number)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not SECTOR=N or SECTOR=none (e.g. VIP=10)") from None
+    return _sector_name(name, text), value
+
+
+def _sector_name(name: str, text: str) -> str:
+    if not name.strip():
+        raise ValueError(f"{text.strip()!r} names no sector")
+    return name.strip()
+
+
+def parse_optional_limit(text: str) -> int | None:
+    """A half-price limit: a whole number, or `none` for no limit."""
+    if text.strip().casefold() == "none":
+        return None
     return int(text)
 
 
@@ -157,12 +203,6 @@ def reservation_view(reservation: Reservation) -> Table:
     return table
 
 
-def breakers_text(states: dict[str, str]) -> Text:
-    if not states:
-        return Text("no server contacted yet", style="dim")
-    return Text(", ").join(Text(f"{server} {state}", style=BREAKER_STYLES.get(state, "")) for server, state in sorted(states.items()))
-
-
 def status_view(status: ServerStatus, client: TicketClient) -> Group:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
@@ -184,6 +224,96 @@ def status_view(status: ServerStatus, client: TicketClient) -> Group:
     for event_id, event_name, sector, available in status.availability:
         availability.add_row(str(event_id), Text(event_name), Text(sector), str(available))
     return Group(summary, availability)
+
+
+def reais(cents: int) -> str:
+    """Cents as decimal reais with a dot (`680.00`): what a spreadsheet reads as a number in any locale's import."""
+    sign = "-" if cents < 0 else ""
+    whole, fraction = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{fraction:02d}"
+
+
+REPORT_COLUMNS = ("Capacity", "Held", "Sold", "Available", "Sold full", "Sold half", "Revenue full", "Revenue half", "Revenue total")
+
+
+def report_table(reports: Sequence[SectorReport]) -> Table:
+    table = Table(title="Sales report (revenue: confirmed sales)", header_style="bold")
+    table.add_column("Event")
+    table.add_column("Sector")
+    for column in REPORT_COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def figures(rows: Sequence[SectorReport]) -> list[str]:
+        counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
+        money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
+        return [str(count) for count in counts] + [format_money(cents) for cents in money]
+
+    previous_event = None
+    for row in reports:
+        event = Text.assemble(f"{row.event_id} ", row.event_name, " ", styled(row.event_status)) if row.event_id != previous_event else ""
+        table.add_row(event, Text(row.sector), *figures([row]))
+        previous_event = row.event_id
+    table.add_section()
+    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in figures(reports)))
+    return table
+
+
+def report_document(reports: Sequence[SectorReport]) -> list[dict[str, Any]]:
+    return [{**asdict(row), "revenue_cents": row.revenue_cents} for row in reports]
+
+
+REPORT_CSV_COLUMNS = (
+    "event_id", "event_name", "event_status", "sector", "price", "price_cents", "capacity", "held", "sold", "available", "sold_full",
+    "sold_half", "revenue_full", "revenue_full_cents", "revenue_half", "revenue_half_cents", "revenue_total", "revenue_total_cents",
+    "sold_last_minute", "half_limit",
+)
+
+
+def report_csv(document: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per sector (columns as in REPORT_CSV_COLUMNS); money both as decimal reais and as integer cents."""
+    rows = []
+    for row in document:
+        rows.append({
+            "event_id": row["event_id"], "event_name": row["event_name"], "event_status": row["event_status"],
+            "sector": row["sector"], "price": reais(row["price_cents"]), "price_cents": row["price_cents"],
+            "capacity": row["capacity"], "held": row["held"], "sold": row["sold"], "available": row["available"],
+            "sold_full": row["sold_full"], "sold_half": row["sold_half"],
+            "revenue_full": reais(row["revenue_full_cents"]), "revenue_full_cents": row["revenue_full_cents"],
+            "revenue_half": reais(row["revenue_half_cents"]), "revenue_half_cents": row["revenue_half_cents"],
+            "revenue_total": reais(row["revenue_cents"]), "revenue_total_cents": row["revenue_cents"],
+            "sold_last_minute": row["sold_last_minute"], "half_limit": row["half_limit"],
+        })
+    return rows
+
+
+def ledger_table(entries: Sequence[LedgerEntry], title: str = "Ledger") -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in ("Seq", "At", "Action", "Code", "Event", "Sector", "Quantity"):
+        table.add_column(column, justify="right" if column in ("Seq", "Event", "Quantity") else "left", no_wrap=column != "Sector")
+    for entry in entries:
+        table.add_row(str(entry.seq), format_time(entry.at), entry.action, entry.code or "", _blank(entry.event_id),
+                      Text(entry.sector or ""), _blank(entry.quantity))
+    return table
+
+
+def _blank(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def reservations_table(reservations: Sequence[Reservation]) -> Table:
+    table = Table(title=f"Reservations ({len(reservations)})", header_style="bold")
+    for column in ("Code", "Event", "Sector", "Tickets", "Total", "Status", "Customer", "Created", "Hold expires"):
+        table.add_column(column, justify="right" if column in ("Event", "Tickets", "Total") else "left",
+                         no_wrap=column not in ("Sector", "Customer"))
+    for r in reservations:
+        table.add_row(Text(r.code, style="cyan"), str(r.event_id), Text(r.sector), f"{r.quantity} {r.category}",
+                      format_money(r.total_cents), styled(r.status), Text(f"{r.customer} <{r.email}>"), format_time(r.created_at),
+                      format_time(r.expires_at))
+    return table
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def show_refusal(console: Console, exc: ReservationError) -> None:
@@ -250,6 +380,54 @@ def command_create_event(client: TicketClient, args: argparse.Namespace) -> Outc
     return asdict(event), events_table([event], title="Event created")
 
 
+def command_admin_update(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event = client.update_event(args.token, args.event_id, name=args.name, venue=args.venue, starts_at=args.starts_at,
+                                capacities=args.capacities, half_limits=args.half_limits)
+    return asdict(event), events_table([event], title="Event updated")
+
+
+def command_admin_add_sector(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event = client.add_sector(args.token, args.event_id, args.name, args.price_cents, args.capacity, args.half_limit)
+    return asdict(event), events_table([event], title="Sector added")
+
+
+def command_admin_pause(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event = client.pause_event(args.token, args.event_id)
+    return asdict(event), events_table([event], title="Sales paused")
+
+
+def command_admin_resume(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event = client.resume_event(args.token, args.event_id)
+    return asdict(event), events_table([event], title="Sales resumed")
+
+
+def command_admin_cancel(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    event, cancelled = client.cancel_event(args.token, args.event_id)
+    view = Group(events_table([event], title="Event cancelled"), Text(f"{plural(cancelled, 'reservation')} cancelled."))
+    return {"event": asdict(event), "cancelled_reservations": cancelled}, view
+
+
+def command_admin_delete(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    client.delete_event(args.token, args.event_id)
+    return {"deleted": args.event_id}, Text(f"Event {args.event_id} deleted.")
+
+
+def command_admin_reservations(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    found = client.list_reservations(args.token, event_id=args.event, email=args.email, status=args.status)
+    return [asdict(reservation) for reservation in found], reservations_table(found)
+
+
+def command_admin_report(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    reports = client.report(args.token)
+    return report_document(reports), report_table(reports)
+
+
+def command_admin_ledger(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    entries = client.ledger(args.token, since=args.since, limit=args.limit)
+    title = f"Ledger after entry {args.since}" if args.since else "Ledger"
+    return [asdict(entry) for entry in entries], ledger_table(entries, title=title)
+
+
 COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
     "events": command_events,
     "reserve": command_reserve,
@@ -258,19 +436,56 @@ COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
     "show": command_show,
     "status": command_status,
     "create-event": command_create_event,
+    "admin update": command_admin_update,
+    "admin add-sector": command_admin_add_sector,
+    "admin pause": command_admin_pause,
+    "admin resume": command_admin_resume,
+    "admin cancel": command_admin_cancel,
+    "admin delete": command_admin_delete,
+    "admin reservations": command_admin_reservations,
+    "admin report": command_admin_report,
+    "admin ledger": command_admin_ledger,
 }
+
+CSV_EXPORTS: dict[str, tuple[Sequence[str], Callable[[Any], list[dict[str, Any]]]]] = {
+    "admin report": (REPORT_CSV_COLUMNS, report_csv),
+    "admin ledger": (tuple(field.name for field in fields(LedgerEntry)), list),
+}
+"""Commands that take --csv FILE: their columns, and their JSON document as spreadsheet rows."""
+
+
+def command_name(args: argparse.Namespace) -> str:
+    return f"admin {args.admin_command}" if args.command == "admin" else args.command
 
 
 def run_command(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    name = command_name(args)
     try:
-        document, view = COMMANDS[args.command](client, args)
+        document, view = COMMANDS[name](client, args)
     except (ReservationError, Unavailable) as exc:
         return report_failure(exc, client, args.json, err)
+    if getattr(args, "csv", None):
+        try:
+            columns, rows = CSV_EXPORTS[name]
+            count = write_csv(Path(args.csv), columns, rows(document))
+        except OSError as exc:
+            err.print(Text.assemble(("Cannot write ", "bold red"), f"{args.csv}: {exc.strerror or exc}"))
+            return EXIT_USAGE
+        err.print(f"CSV written to {Path(args.csv).resolve()} ({plural(count, 'row')} and a header).")
     if args.json:
         print_json(document)
     else:
         out.print(view)
     return EXIT_OK
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> int:
+    """UTF-8 without a byte-order mark, comma separated, always a header row (even with no rows under it)."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
 
 
 def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as_json: bool, err: Console) -> int:
@@ -282,6 +497,43 @@ def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as
     else:
         show_refusal(err, exc)
     return EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_REFUSED
+
+
+def run_cancel_after_asking(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    """`admin cancel` without --yes: name the event and ask (on stderr, so --json output stays one document).
+    No answer (end of input) is a no; a no exits 1 because the cancellation asked for did not happen."""
+    try:
+        event = client.get_event(args.event_id)
+    except (ReservationError, Unavailable) as exc:
+        return report_failure(exc, client, args.json, err)
+    question = Text(f"Cancel event {event.id}, {event.name}? Every held or confirmed reservation in it will be cancelled")
+    try:
+        confirmed = Confirm.ask(question, default=False, console=err)
+    except EOFError:
+        confirmed = False
+    if confirmed:
+        return run_command(client, args, out, err)
+    message = f"Event {event.id} was not cancelled (not confirmed; --yes skips the question)."
+    if args.json:
+        print_json({"error": "NotConfirmed", "message": message})
+    else:
+        err.print(Text(message, style="yellow"))
+    return EXIT_REFUSED
+
+
+def show_dashboard(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    """`--once`: one frame, and the usual exit codes. Live: outages are shown in the frame and retried; the exit
+    code says whether the last reading worked. A refusal (wrong token) ends it with exit 1."""
+    dashboard = Dashboard(client, args.token)
+    try:
+        if args.once:
+            dashboard.read()
+            out.print(dashboard.frame())
+            return EXIT_OK
+        dashboard.run(out, seconds=args.seconds)
+    except (ReservationError, Unavailable) as exc:
+        return report_failure(exc, client, False, err)
+    return EXIT_OK if dashboard.healthy else EXIT_UNAVAILABLE
 
 
 # -- the interactive menu -----------------------------------------------------------------------------------
@@ -578,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--starts-at", required=True, metavar="ISO", help="e.g. 2027-03-13T20:00:00-03:00")
     create.add_argument("--sector", action="append", dest="sectors", type=_argument(parse_sector), required=True,
                         metavar="NAME:PRICE_CENTS:CAPACITY", help="repeat for each sector")
+    add_admin_commands(command("admin", "administration: dashboard, report, ledger, and changes to events (needs the admin token)"))
     swarm = command("swarm", "many concurrent terminals buying until sold out, then a consistency check")
     swarm.add_argument("--clients", type=_argument(_positive_int), default=50, help="concurrent terminals (default 50)")
     swarm.add_argument("--event", type=int, required=True, help="the event id")
@@ -602,6 +855,54 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
     tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
     return parser
+
+
+def add_admin_commands(admin: argparse.ArgumentParser) -> None:
+    """`cli.py admin ACTION`: every action takes --token (or the environment's) and the usual connection options."""
+    token_help = f"the admin token (env {TOKEN_ENV})"
+    admin.add_argument("--token", default=argparse.SUPPRESS, help=token_help)
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, event: bool = False) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        add_connection_options(sub, suppress=True)
+        sub.add_argument("--token", default=argparse.SUPPRESS, help=token_help)
+        if event:
+            sub.add_argument("event_id", type=int, metavar="EVENT", help="the event id")
+        return sub
+
+    dashboard = action("dashboard", "a live view of every sector: capacity bar, revenue, sales in the last minute")
+    duration = dashboard.add_mutually_exclusive_group()
+    duration.add_argument("--once", action="store_true", help="draw one frame and exit")
+    duration.add_argument("--seconds", type=_argument(_positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
+    report = action("report", "sales per event and sector, with totals")
+    report.add_argument("--csv", metavar="FILE", help="also write the report as CSV (money in reais and in cents)")
+    ledger = action("ledger", "the ledger of every change, oldest first")
+    ledger.add_argument("--since", type=int, default=0, metavar="SEQ", help="only entries after this sequence number")
+    ledger.add_argument("--limit", type=int, default=1000, metavar="N", help="at most this many entries (default 1000)")
+    ledger.add_argument("--csv", metavar="FILE", help="also write the entries as CSV")
+    action("pause", "stop new reservations for an event (holds can still be confirmed)", event=True)
+    action("resume", "put a paused event back on sale", event=True)
+    cancel = action("cancel", "cancel an event and every active reservation in it", event=True)
+    cancel.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    action("delete", "delete an event that never took a reservation", event=True)
+    update = action("update", "rename, move or reschedule an event; change sector capacities and half-price limits", event=True)
+    update.add_argument("--name")
+    update.add_argument("--venue")
+    update.add_argument("--starts-at", metavar="ISO", help="e.g. 2027-03-13T20:00:00-03:00")
+    update.add_argument("--capacity", action="append", dest="capacities", type=_argument(parse_sector_number), default=[],
+                        metavar="SECTOR=N", help="a sector's new capacity; repeat for several")
+    update.add_argument("--half-limit", action="append", dest="half_limits", type=_argument(parse_half_limit), default=[],
+                        metavar="SECTOR=N|none", help="a sector's half-price limit, or none to lift it; repeat for several")
+    add_sector = action("add-sector", "add a sector to an event", event=True)
+    add_sector.add_argument("--name", required=True)
+    add_sector.add_argument("--price-cents", type=int, required=True, metavar="CENTS")
+    add_sector.add_argument("--capacity", type=int, required=True)
+    add_sector.add_argument("--half-limit", type=int, metavar="N", help="at most N half-price tickets (default: no limit)")
+    reservations = action("reservations", "search reservations, newest first")
+    reservations.add_argument("--event", type=int, metavar="ID")
+    reservations.add_argument("--email", metavar="E")
+    reservations.add_argument("--status", metavar="S", help="held, confirmed, cancelled or expired")
 
 
 def addresses(parser: argparse.ArgumentParser, given: list[str] | None, env: str, default: Sequence[str]) -> list[str]:
@@ -636,10 +937,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             err.print("\nInterrupted.")
             return EXIT_INTERRUPTED
-    if args.command == "create-event":
-        args.token = args.token or os.environ.get(TOKEN_ENV)
+    if args.command in ("create-event", "admin"):
+        args.token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if not args.token:
-            parser.error(f"create-event needs --token (or {TOKEN_ENV})")
+            parser.error(f"{command_name(args)} needs --token (or {TOKEN_ENV})")
+    if command_name(args) == "admin update" and not (args.name or args.venue or args.starts_at or args.capacities or args.half_limits):
+        parser.error("admin update needs something to change: --name, --venue, --starts-at, --capacity or --half-limit")
+    if command_name(args) == "admin dashboard" and args.json:
+        parser.error("the dashboard is for people; for a document use: admin report --json")
     args.name_servers = addresses(parser, args.name_servers, "BILHETERIA_NAME_SERVERS", [DEFAULT_NAME_SERVER])
     args.servers = addresses(parser, args.servers, "BILHETERIA_SERVERS", [])
     try:
@@ -651,6 +956,10 @@ def main(argv: list[str] | None = None) -> int:
                     return show_swarm(client, args, out, err)
                 except (ReservationError, Unavailable) as exc:
                     return report_failure(exc, client, args.json, err)
+            if command_name(args) == "admin dashboard":
+                return show_dashboard(client, args, out, err)
+            if command_name(args) == "admin cancel" and not args.yes:
+                return run_cancel_after_asking(client, args, out, err)
             return run_command(client, args, out, err)
     except EOFError:
         out.print("\nBye.")

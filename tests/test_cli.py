@@ -18,8 +18,9 @@ import pytest
 from conftest import ADMIN_TOKEN
 from procs import ROOT, free_port, start, wait_until
 
-from cli import format_money, parse_sector
+from cli import format_money, parse_half_limit, parse_sector, parse_sector_number
 from client_core import TicketClient
+from dashboard import bar_cells
 
 CODE = re.compile(r"\b[A-Z0-9]{3}-[A-Z0-9]{3}\b")
 SERVING = re.compile(r"Server: (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:(\d+)")
@@ -80,6 +81,26 @@ def test_sector_text_is_parsed_from_the_right() -> None:
     assert parse_sector("Área 1: Frente:100:2") == ("Área 1: Frente", 100, 2)
     with pytest.raises(ValueError, match="NAME:PRICE_CENTS:CAPACITY"):
         parse_sector("Pista:caro:300")
+
+
+def test_admin_sector_settings_are_parsed_from_the_right() -> None:
+    assert parse_sector_number(" VIP=80 ") == ("VIP", 80)
+    assert parse_sector_number("Área A=B=3") == ("Área A=B", 3)
+    assert parse_half_limit("VIP=10") == ("VIP", 10)
+    assert parse_half_limit("VIP=None") == ("VIP", None)
+    for text, complaint in (("VIP", "is not SECTOR=N"), ("VIP=lots", "is not SECTOR=N"), ("=3", "names no sector")):
+        with pytest.raises(ValueError, match=complaint):
+            parse_sector_number(text)
+    with pytest.raises(ValueError, match="SECTOR=N or SECTOR=none"):
+        parse_half_limit("VIP=nenhum")
+
+
+@pytest.mark.parametrize(("counts", "cells"), [
+    ((5, 0, 45), [3, 0, 27]), ((0, 4, 296), [0, 1, 29]), ((1, 1, 1), [10, 10, 10]), ((1, 0, 10**6), [1, 0, 29]),
+    ((0, 0, 0), [0, 0, 0]), ((2, 1, 0), [20, 10, 0]),
+])
+def test_the_dashboard_bar_splits_its_width_in_proportion(counts: tuple[int, int, int], cells: list[int]) -> None:
+    assert bar_cells(counts, 30) == cells
 
 
 def test_events_lists_the_demo_catalogue(cluster) -> None:
@@ -145,7 +166,11 @@ def test_create_event_needs_the_right_token(cluster) -> None:
 def test_usage_errors_exit_2() -> None:
     for args in (["reserve", "1"], ["reserve", "one", "2", "--name", "A", "--email", "a@b.co"], ["--server", "nonsense", "events"],
                  ["create-event", "--name", "A", "--venue", "B", "--starts-at", "2027-01-01T00:00:00", "--sector", "Geral:1000:10"],
-                 ["swarm", "--event", "1", "--clients", "0"], ["events", "--timeout", "soon"]):
+                 ["swarm", "--event", "1", "--clients", "0"], ["events", "--timeout", "soon"], ["admin"],
+                 ["admin", "update", "1", "--token", "t", "--capacity", "VIP"], ["admin", "update", "1", "--token", "t"],
+                 ["admin", "dashboard", "--once", "--seconds", "3", "--token", "t"],
+                 ["admin", "dashboard", "--seconds", "0", "--token", "t"],
+                 ["admin", "ledger", "--since", "x", "--token", "t"], ["admin", "pause", "--token", "t"]):
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "usage:" in result.stderr
