@@ -779,8 +779,12 @@ class Store:
         self, connection: sqlite3.Connection, name: str, venue: str, starts_at: str, sectors: Iterable[tuple[str, int, int]]
     ) -> int:
         now = self.clock()
+        # An id is never reused, not even a deleted event's: the ledger still speaks of it, and a terminal
+        # holding it must get NotFound, not a new event. The ledger remembers every id ever opened.
         event_id = connection.execute(
-            "INSERT INTO events (name, venue, starts_at, status, created_at) VALUES (?, ?, ?, 'on_sale', ?)",
+            "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES ("
+            "1 + MAX(COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT MAX(event_id) FROM ledger), 0)), "
+            "?, ?, ?, 'on_sale', ?)",
             (name, venue, starts_at, now),
         ).lastrowid
         for position, (sector_name, price, capacity) in enumerate(sectors):
