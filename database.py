@@ -918,8 +918,8 @@ class Store:
             "starts_at": None if starts_at is None else _clean_starts_at(starts_at),
         }
         for sector, capacity in capacities:
-            if not 1 <= capacity <= MAX_CAPACITY:
-                raise InvalidRequest(f"capacity of {sector} must be between 1 and {MAX_CAPACITY}")
+            if not 0 <= capacity <= MAX_CAPACITY:
+                raise InvalidRequest(f"capacity of {sector} must be between 0 (closed) and {MAX_CAPACITY}")
         for sector, limit in half_limits:
             if limit is not None and not 0 <= limit <= MAX_CAPACITY:
                 raise InvalidRequest(f"half-price limit of {sector} must be between 0 and {MAX_CAPACITY}, or None")
