@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -870,8 +870,18 @@ class Store:
     def mark_sent(self, message_id: int, worker: str) -> None:
         self._settle(message_id, worker, "UPDATE outbox SET status = 'sent', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
 
-    def mark_logged(self, message_id: int, worker: str) -> None:
-        self._settle(message_id, worker, "UPDATE outbox SET status = 'logged', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
+    def mark_logged(self, message_ids: Sequence[int], worker: str) -> None:
+        """Many at once: writing a log line is instant, so a round's messages share one commit."""
+
+        def op(connection: sqlite3.Connection) -> None:
+            now = self.clock()
+            connection.executemany(
+                "UPDATE outbox SET status = 'logged', sent_at = ?, claimed_until = NULL WHERE id = ?",
+                [(now, message_id) for message_id in message_ids],
+            )
+
+        self._submit(op)
+        log.debug("outbox %s logged by %s", ",".join(map(str, message_ids)), worker)
 
     def mark_failed(self, message_id: int, worker: str, error: str, retry_in: float) -> None:
         """Count a failed try and schedule the next, only while `worker` still holds the lease: a worker whose

@@ -37,7 +37,7 @@ log = logging.getLogger("bilheteria.mailer")
 
 DEFAULT_MAIL_FROM = "bilheteria@localhost"
 DEFAULT_POLL_SECONDS = 1.0
-DEFAULT_BATCH = 20
+DEFAULT_BATCH = 100
 DEFAULT_LEASE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 300.0
 MAX_LOOP_BACKOFF_SECONDS = 60.0
@@ -215,13 +215,10 @@ class Mailer:
         return delivered
 
     def _log_all(self, messages: Sequence[OutboxMessage]) -> int:
-        for position, message in enumerate(messages):
-            if self._stopping.is_set():
-                self._leave(messages[position:], "the mailer is stopping")
-                return position
+        for message in messages:
             log.info("mail to %s: %s [outbox %d]", message.recipient, message.subject, message.id)
             log.debug("outbox %d body:\n%s", message.id, message.body)
-            self.store.mark_logged(message.id, self.worker)
+        self.store.mark_logged([message.id for message in messages], self.worker)
         return len(messages)
 
     def _send_all(self, messages: Sequence[OutboxMessage], settings: SmtpSettings, started: float) -> int:
