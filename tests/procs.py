@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -125,3 +126,21 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
                 return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached in {timeout} s" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+class Transcript:
+    """A pexpect log sink that keeps everything a terminal program showed, for assertions at the end."""
+
+    def __init__(self, into: list[str]) -> None:
+        self.into = into
+
+    def write(self, text: str) -> None:
+        self.into.append(text)
+
+    def flush(self) -> None:
+        """pexpect flushes its log after each read; nothing is buffered here."""
+
+
+def plain_text(text: str) -> str:
+    """Terminal output without its colour and cursor escape sequences."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)

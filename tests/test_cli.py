@@ -16,7 +16,7 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT, free_port, start, wait_until
+from procs import ROOT, Transcript, free_port, plain_text, start, wait_until
 
 from cli import format_money, parse_half_limit, parse_sector, parse_sector_number
 from client_core import TicketClient
@@ -48,24 +48,6 @@ def create_event(cluster: Any, capacity: int, *extra: str) -> int:
                            "--starts-at", "2027-05-01T20:00:00-03:00", "--sector", f"Geral:1500:{capacity}", *extra)
     assert code == 0, event
     return event["id"]
-
-
-class _Collect:
-    """A pexpect log sink that keeps everything the terminal showed, for the assertions at the end."""
-
-    def __init__(self, into: list[str]) -> None:
-        self.into = into
-
-    def write(self, text: str) -> None:
-        self.into.append(text)
-
-    def flush(self) -> None:
-        """pexpect flushes its log after each read; there is nothing buffered here."""
-
-
-def _plain(text: str) -> str:
-    """Terminal output without colour and cursor escapes."""
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 @pytest.mark.parametrize(("cents", "text"), [
@@ -207,7 +189,7 @@ def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> N
     menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
                          env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
     seen: list[str] = []
-    menu.logfile_read = _Collect(seen)
+    menu.logfile_read = Transcript(seen)
     try:
         for prompt, answer in (("Choose", "2"), ("Event id", "1"), ("Sector", "VIP"), ("Quantity", "2"), ("Name", "Caio Lima"),
                                ("Email", "caio@example.com"), ("Category", "half"), ("Confirm now", "y")):
@@ -227,7 +209,7 @@ def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> N
         menu.expect(pexpect.EOF)
     finally:
         menu.close(force=True)
-    screen = _plain("".join(seen))
+    screen = plain_text("".join(seen))
     assert menu.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 680,00" in screen and "held" in screen

@@ -17,7 +17,7 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT
+from procs import ROOT, Transcript, plain_text
 
 from client_core import NotFound, TicketClient
 
@@ -49,21 +49,6 @@ def sell_known_quantities(cluster: Any) -> None:
         client.reserve(1, 2, "Ana", "ana@example.com", sector="VIP", confirm=True)
         client.reserve(1, 3, "Bia", "bia@example.com", sector="VIP", category="half", confirm=True)
         client.reserve(1, 4, "Caio", "caio@example.com", sector="Pista")
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-
-
-class _Collect:
-    def __init__(self, into: list[str]) -> None:
-        self.into = into
-
-    def write(self, text: str) -> None:
-        self.into.append(text)
-
-    def flush(self) -> None:
-        """Nothing buffered."""
 
 
 def test_report_gives_exact_sales_as_json_table_and_csv(cluster, tmp_path: Path) -> None:
@@ -229,7 +214,7 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
                                                "dashboard", "--seconds", "9", "--token", ADMIN_TOKEN], cwd=str(ROOT),
                               env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=30, dimensions=(40, 200))
     seen: list[str] = []
-    dashboard.logfile_read = _Collect(seen)
+    dashboard.logfile_read = Transcript(seen)
     try:
         dashboard.expect(READING_FROM.format(port=r"(\d+)"))
         first = int(dashboard.match.group(1))
@@ -244,7 +229,7 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
         dashboard.expect(pexpect.EOF)
     finally:
         dashboard.close(force=True)
-    screen = _plain("".join(seen))
+    screen = plain_text("".join(seen))
     assert dashboard.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 0,00" in screen and "Bachianas Brasileiras" in screen
@@ -254,7 +239,7 @@ def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
     menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
                          env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
     seen: list[str] = []
-    menu.logfile_read = _Collect(seen)
+    menu.logfile_read = Transcript(seen)
     try:
         for prompt, answer in (("Choose", "7"), ("Admin token", "not-the-token")):
             menu.expect(prompt)
@@ -288,7 +273,7 @@ def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
         menu.expect(pexpect.EOF)
     finally:
         menu.close(force=True)
-    screen = _plain("".join(seen))
+    screen = plain_text("".join(seen))
     assert menu.exitstatus == 0, screen
     assert "Traceback" not in screen and not any(token in screen for token in (ADMIN_TOKEN, "not-the-token", "rotated-token"))
     assert screen.count("Admin token") == 3
