@@ -1,7 +1,12 @@
 """The box office at the counter: a menu for clerks, subcommands for scripts, a swarm of terminals that
 proves nothing is sold twice, and a one-command demo that starts the whole system.
 
-This file is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
+The terminal is three files. This one is the way in: what the user typed (arguments), the commands for
+scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, JSON, how a refusal
+or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show answers
+through views.py, so they look alike.
+
+The terminal is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
 be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
 answer, so terminals of different versions can never disagree about a sale. A refusal is shown as what
 the box office said; an outage as which servers were tried and how their circuit breakers stand. A user
@@ -15,41 +20,52 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import signal
 import sys
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.prompt import Confirm, IntPrompt, Prompt
-from rich.table import Table
+from rich.prompt import Confirm
 from rich.text import Text
 
 from client_core import (
-    BreakerListener,
     Event,
-    Forbidden,
     LedgerEntry,
-    Reservation,
     ReservationError,
-    SectorReport,
-    ServerStatus,
     TicketClient,
     Unavailable,
-    format_money,
     parse_address,
 )
-from dashboard import Dashboard, breakers_text
+from dashboard import Dashboard
 from launcher import LaunchError, LocalCluster
-from swarm import SwarmPlan, SwarmReport, run_swarm
+from menu import Menu
+from swarm import SwarmPlan, run_swarm
 from tour import run_tour
+from views import (
+    REPORT_CSV_COLUMNS,
+    TOKEN_ENV,
+    error_document,
+    events_table,
+    ledger_table,
+    parse_optional_limit,
+    parse_sector,
+    plural,
+    print_json,
+    report_csv,
+    report_document,
+    report_table,
+    reservation_view,
+    reservations_table,
+    show_refusal,
+    show_unavailable,
+    status_view,
+    swarm_view,
+)
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -59,31 +75,10 @@ EXIT_INCONSISTENT = 4
 EXIT_INTERRUPTED = 130
 
 DEFAULT_NAME_SERVER = "127.0.0.1:18811"
-TOKEN_ENV = "BILHETERIA_ADMIN_TOKEN"
-
-STATUS_STYLES = {
-    "on_sale": "green",
-    "paused": "yellow",
-    "cancelled": "red",
-    "held": "yellow",
-    "confirmed": "bold green",
-    "expired": "red",
-}
-LEDGER_PAGE = 1000
-"""Ledger entries asked for at a time when looking for the latest ones."""
 
 
 # -- what the user typed --------------------------------------------------------------------------------
-
-
-def parse_sector(text: str) -> tuple[str, int, int]:
-    """`Name:price_cents:capacity`; split from the right so a sector name may itself contain a colon."""
-    parts = text.strip().rsplit(":", 2)
-    try:
-        name, price, capacity = parts[0].strip(), int(parts[1]), int(parts[2])
-    except (IndexError, ValueError):
-        raise ValueError(f"{text.strip()!r} is not NAME:PRICE_CENTS:CAPACITY (e.g. Pista:25000:300)") from None
-    return name, price, capacity
+# parse_sector, parse_optional_limit and TOKEN_ENV are read by the menu too, so they are in views.py.
 
 
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -143,201 +138,6 @@ def _sector_name(name: str, text: str) -> str:
     if not name.strip():
         raise ValueError(f"{text.strip()!r} names no sector")
     return name.strip()
-
-
-def parse_optional_limit(text: str) -> int | None:
-    """A half-price limit: a whole number, or `none` for no limit."""
-    if text.strip().casefold() == "none":
-        return None
-    return int(text)
-
-
-# -- how answers look -----------------------------------------------------------------------------------
-
-
-def format_time(text: str | None, local: bool = True) -> str:
-    """A server timestamp for a human: holds in the clerk's local time, event starts in the venue's own."""
-    if not text:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    return (moment.astimezone() if local else moment).strftime("%d/%m/%Y %H:%M:%S" if local else "%d/%m/%Y %H:%M")
-
-
-def styled(value: str) -> Text:
-    return Text(value, style=STATUS_STYLES.get(value, ""))
-
-
-def events_table(events: Sequence[Event], title: str = "Events") -> Table:
-    table = Table(title=title, header_style="bold", show_lines=True)
-    for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors: left/total · price"):
-        table.add_column(column, no_wrap=column in ("Id", "Starts", "Status"))
-    for event in events:
-        sectors = Text("\n").join(
-            Text(f"{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
-                 style="dim" if sector.available == 0 else "")
-            for sector in event.sectors
-        )
-        table.add_row(str(event.id), Text(event.name), Text(event.venue), format_time(event.starts_at, local=False),
-                      styled(event.status), sectors)
-    return table
-
-
-def reservation_view(reservation: Reservation) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    rows: list[tuple[str, str | Text]] = [
-        ("Code", Text(reservation.code, style="bold cyan")),
-        ("Status", styled(reservation.status)),
-        ("Event", str(reservation.event_id)),
-        ("Sector", Text(reservation.sector)),
-        ("Tickets", f"{reservation.quantity} x {format_money(reservation.unit_price_cents)} ({reservation.category})"),
-        ("Total", Text(format_money(reservation.total_cents), style="bold")),
-        ("Customer", Text(f"{reservation.customer} <{reservation.email}>")),
-        ("Created", format_time(reservation.created_at)),
-    ]
-    if reservation.expires_at:
-        rows.append(("Hold expires", format_time(reservation.expires_at)))
-    for label, value in rows:
-        table.add_row(label, value)
-    return table
-
-
-def status_view(status: ServerStatus, client: TicketClient) -> Group:
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    for label, value in (
-        ("Server", status.server_id),
-        ("Version", status.version),
-        ("Up for", f"{status.uptime_s:.0f} s"),
-        ("Connections", str(status.connections)),
-        ("Calls", f"{status.calls} ({status.refusals} refused, {status.errors} errors)"),
-        ("Backend", f"{status.backend} {status.database}"),
-        ("Answered by", client.current_server or "-"),
-    ):
-        summary.add_row(label, Text(value))
-    summary.add_row("Breakers", breakers_text(client.breaker_states()))
-    availability = Table(title="Availability", header_style="bold")
-    for column in ("Event", "Name", "Sector", "Available"):
-        availability.add_column(column)
-    for event_id, event_name, sector, available in status.availability:
-        availability.add_row(str(event_id), Text(event_name), Text(sector), str(available))
-    return Group(summary, availability)
-
-
-def reais(cents: int) -> str:
-    """Cents as decimal reais with a dot (`680.00`): what a spreadsheet reads as a number in any locale's import."""
-    sign = "-" if cents < 0 else ""
-    whole, fraction = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{fraction:02d}"
-
-
-REPORT_COLUMNS = ("Capacity", "Held", "Sold", "Available", "Sold full", "Sold half", "Revenue full", "Revenue half", "Revenue total")
-
-
-def report_table(reports: Sequence[SectorReport]) -> Table:
-    table = Table(title="Sales report (revenue: confirmed sales)", header_style="bold")
-    table.add_column("Event")
-    table.add_column("Sector")
-    for column in REPORT_COLUMNS:
-        table.add_column(column, justify="right", no_wrap=True)
-
-    def figures(rows: Sequence[SectorReport]) -> list[str]:
-        counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
-        money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
-        return [str(count) for count in counts] + [format_money(cents) for cents in money]
-
-    previous_event = None
-    for row in reports:
-        event = Text.assemble(f"{row.event_id} ", row.event_name, " ", styled(row.event_status)) if row.event_id != previous_event else ""
-        table.add_row(event, Text(row.sector), *figures([row]))
-        previous_event = row.event_id
-    table.add_section()
-    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in figures(reports)))
-    return table
-
-
-def report_document(reports: Sequence[SectorReport]) -> list[dict[str, Any]]:
-    return [{**asdict(row), "revenue_cents": row.revenue_cents} for row in reports]
-
-
-REPORT_CSV_COLUMNS = (
-    "event_id", "event_name", "event_status", "sector", "price", "price_cents", "capacity", "held", "sold", "available", "sold_full",
-    "sold_half", "revenue_full", "revenue_full_cents", "revenue_half", "revenue_half_cents", "revenue_total", "revenue_total_cents",
-    "sold_last_minute", "half_limit",
-)
-
-
-def report_csv(document: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per sector (columns as in REPORT_CSV_COLUMNS); money both as decimal reais and as integer cents."""
-    rows = []
-    for row in document:
-        rows.append({
-            "event_id": row["event_id"], "event_name": row["event_name"], "event_status": row["event_status"],
-            "sector": row["sector"], "price": reais(row["price_cents"]), "price_cents": row["price_cents"],
-            "capacity": row["capacity"], "held": row["held"], "sold": row["sold"], "available": row["available"],
-            "sold_full": row["sold_full"], "sold_half": row["sold_half"],
-            "revenue_full": reais(row["revenue_full_cents"]), "revenue_full_cents": row["revenue_full_cents"],
-            "revenue_half": reais(row["revenue_half_cents"]), "revenue_half_cents": row["revenue_half_cents"],
-            "revenue_total": reais(row["revenue_cents"]), "revenue_total_cents": row["revenue_cents"],
-            "sold_last_minute": row["sold_last_minute"], "half_limit": row["half_limit"],
-        })
-    return rows
-
-
-def ledger_table(entries: Sequence[LedgerEntry], title: str = "Ledger") -> Table:
-    table = Table(title=title, header_style="bold")
-    for column in ("Seq", "At", "Action", "Code", "Event", "Sector", "Quantity"):
-        table.add_column(column, justify="right" if column in ("Seq", "Event", "Quantity") else "left", no_wrap=column != "Sector")
-    for entry in entries:
-        table.add_row(str(entry.seq), format_time(entry.at), entry.action, entry.code or "", _blank(entry.event_id),
-                      Text(entry.sector or ""), _blank(entry.quantity))
-    return table
-
-
-def _blank(value: int | None) -> str:
-    return "" if value is None else str(value)
-
-
-def reservations_table(reservations: Sequence[Reservation]) -> Table:
-    table = Table(title=f"Reservations ({len(reservations)})", header_style="bold")
-    for column in ("Code", "Event", "Sector", "Tickets", "Total", "Status", "Customer", "Created", "Hold expires"):
-        table.add_column(column, justify="right" if column in ("Event", "Tickets", "Total") else "left",
-                         no_wrap=column not in ("Sector", "Customer"))
-    for r in reservations:
-        table.add_row(Text(r.code, style="cyan"), str(r.event_id), Text(r.sector), f"{r.quantity} {r.category}",
-                      format_money(r.total_cents), styled(r.status), Text(f"{r.customer} <{r.email}>"), format_time(r.created_at),
-                      format_time(r.expires_at))
-    return table
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def show_refusal(console: Console, exc: ReservationError) -> None:
-    console.print(Text.assemble(("Refused", "bold red"), f" ({type(exc).__name__}): ", str(exc)))
-
-
-def show_unavailable(console: Console, exc: Unavailable, client: TicketClient) -> None:
-    console.print(Text.assemble(("Unavailable: ", "bold red"), str(exc)))
-    console.print(Text.assemble("Breakers: ", breakers_text(client.breaker_states())))
-
-
-def error_document(exc: Exception, client: TicketClient) -> dict[str, Any]:
-    document: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, Unavailable):
-        document["breakers"] = client.breaker_states()
-    return document
-
-
-def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    sys.stdout.flush()
 
 
 # -- commands for scripts -----------------------------------------------------------------------------------
@@ -539,303 +339,6 @@ def show_dashboard(client: TicketClient, args: argparse.Namespace, out: Console,
     return EXIT_OK if dashboard.healthy else EXIT_UNAVAILABLE
 
 
-# -- the interactive menu -----------------------------------------------------------------------------------
-
-
-class BreakerWatch(BreakerListener):
-    """Collects breaker transitions for the menu's status line, so a failover is seen as it happens.
-
-    Single failures and successes are left to the base class's no-ops: they are noise at the counter, and
-    the transition they cause is what the clerk needs.
-    """
-
-    def __init__(self) -> None:
-        self._recent: deque[str] = deque(maxlen=4)
-
-    def state_change(self, breaker: Any, old: str, new: str) -> None:
-        self._recent.append(f"{breaker.name} {old} → {new}")
-
-    def drain(self) -> list[str]:
-        changes = list(self._recent)
-        self._recent.clear()
-        return changes
-
-
-class Menu:
-    """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
-
-    def __init__(self, client: TicketClient, console: Console) -> None:
-        self.client = client
-        self.console = console
-        self.watch = BreakerWatch()
-        client.add_breaker_listener(self.watch)
-        self.admin = AdminMenu(self)
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("List events", self.list_events),
-            "2": ("Reserve tickets", self.reserve),
-            "3": ("Confirm a reservation", self.confirm),
-            "4": ("Cancel a reservation", self.cancel),
-            "5": ("Look up a reservation", self.look_up),
-            "6": ("Server status", self.server_status),
-            "7": ("Admin: events, reservations, report, ledger", self.admin.run),
-        }
-
-    def run(self) -> int:
-        while True:
-            self.console.print()
-            self.console.print(self.status_line())
-            self.show_menu(self.actions, ("q", "Quit"))
-            choice = Prompt.ask("Choose", choices=[*self.actions, "q"], console=self.console)
-            if choice == "q":
-                self.console.print("Bye.")
-                return EXIT_OK
-            try:
-                self.actions[choice][1]()
-            except ReservationError as exc:
-                show_refusal(self.console, exc)
-            except Unavailable as exc:
-                show_unavailable(self.console, exc, self.client)
-
-    def status_line(self) -> Text:
-        line = Text.assemble(("Server: ", "dim"), self.client.current_server or "none yet", ("   Breakers: ", "dim"),
-                             breakers_text(self.client.breaker_states()))
-        changes = self.watch.drain()
-        if changes:
-            line.append("   Recent: " + "; ".join(changes), style="yellow")
-        return line
-
-    def ask(self, prompt: str, **options: Any) -> str:
-        return Prompt.ask(Text(prompt), console=self.console, **options)
-
-    def list_events(self) -> None:
-        self.console.print(events_table(self.client.list_events()))
-
-    def reserve(self) -> None:
-        events = self.client.list_events()
-        if not events:
-            self.console.print("No events yet.")
-            return
-        self.console.print(events_table(events))
-        ids = [str(event.id) for event in events]
-        event_id = IntPrompt.ask("Event id", choices=ids, show_choices=len(ids) <= 12, console=self.console)
-        event = next(event for event in events if event.id == event_id)
-        sector = None
-        if len(event.sectors) > 1:
-            sector = self.ask("Sector", choices=[s.name for s in event.sectors])
-        quantity = IntPrompt.ask("Quantity", default=1, console=self.console)
-        customer = self.ask("Name")
-        email = self.ask("Email")
-        category = self.ask("Category", choices=["full", "half"], default="full")
-        reservation = self.client.reserve(event.id, quantity, customer, email, sector=sector, category=category)
-        self.console.print(reservation_view(reservation))
-        if reservation.status != "held":
-            return
-        expires = format_time(reservation.expires_at)
-        if Confirm.ask(Text(f"Confirm now? Otherwise the hold is kept until {expires}"), default=True, console=self.console):
-            self.console.print(reservation_view(self.client.confirm(reservation.code, email)))
-        else:
-            self.console.print(Text(f"Hold kept: confirm {reservation.code} with the same email before {expires}.", style="yellow"))
-
-    def code_and_email(self) -> tuple[str, str]:
-        return self.ask("Reservation code"), self.ask("Email")
-
-    def confirm(self) -> None:
-        self.console.print(reservation_view(self.client.confirm(*self.code_and_email())))
-
-    def cancel(self) -> None:
-        code, email = self.code_and_email()
-        if Confirm.ask(Text(f"Cancel {code}? Its tickets go back on sale"), default=False, console=self.console):
-            self.console.print(reservation_view(self.client.cancel(code, email)))
-
-    def look_up(self) -> None:
-        self.console.print(reservation_view(self.client.get_reservation(*self.code_and_email())))
-
-    def server_status(self) -> None:
-        self.console.print(status_view(self.client.status(), self.client))
-
-    def show_menu(self, entries: dict[str, tuple[str, Callable[[], None]]], last: tuple[str, str]) -> None:
-        menu = Table.grid(padding=(0, 1))
-        for key, (label, _) in entries.items():
-            menu.add_row(Text(key, style="bold cyan"), label)
-        menu.add_row(Text(last[0], style="bold cyan"), last[1])
-        self.console.print(menu)
-
-    def optional(self, prompt: str) -> str | None:
-        """A free-text answer where Enter means 'leave it'."""
-        return self.ask(prompt, default="", show_default=False).strip() or None
-
-    def optional_number(self, prompt: str, parse: Callable[[str], Any] = int) -> tuple[bool, Any]:
-        """(False, None) when Enter was pressed, else (True, the parsed answer); asks again until it parses."""
-        while True:
-            text = self.optional(prompt)
-            if text is None:
-                return False, None
-            try:
-                return True, parse(text)
-            except ValueError:
-                self.console.print(Text(f"{text!r} is not a whole number", style="red"))
-
-
-class AdminMenu:
-    """The admin's sub-menu. The token is asked once per session (masked) and checked at once; a Forbidden
-    answer at any point forgets it, so the next visit asks again. The server decides everything else."""
-
-    def __init__(self, menu: Menu) -> None:
-        self.menu = menu
-        self.client = menu.client
-        self.console = menu.console
-        self.token: str | None = None
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("Create an event", self.create_event),
-            "2": ("Update an event", self.update_event),
-            "3": ("Add a sector", self.add_sector),
-            "4": ("Pause sales", self.pause),
-            "5": ("Resume sales", self.resume),
-            "6": ("Cancel an event", self.cancel),
-            "7": ("Delete an event", self.delete),
-            "8": ("List reservations", self.reservations),
-            "9": ("Sales report", self.report),
-            "10": ("Ledger (last 20 entries)", self.ledger),
-        }
-
-    def run(self) -> None:
-        """Until 'b'. A refusal or an outage is shown and the sub-menu stays, except Forbidden, which leaves it."""
-        try:
-            if self.token is None:
-                self.token = self.ask_token()
-            while True:
-                self.console.print()
-                self.console.print(Text("Admin", style="bold"), self.menu.status_line())
-                self.menu.show_menu(self.actions, ("b", "Back"))
-                choice = Prompt.ask("Admin action", choices=[*self.actions, "b"], console=self.console)
-                if choice == "b":
-                    return
-                try:
-                    self.actions[choice][1]()
-                except Forbidden:
-                    raise
-                except ReservationError as exc:
-                    show_refusal(self.console, exc)
-                except Unavailable as exc:
-                    show_unavailable(self.console, exc, self.client)
-        except Forbidden as exc:
-            self.token = None
-            show_refusal(self.console, exc)
-            self.console.print(Text("The token was forgotten; Admin will ask for it again.", style="yellow"))
-
-    def ask_token(self) -> str:
-        """Masked; the environment's token is offered as the default. One cheap admin call (the first ledger
-        entry) checks it now, so a wrong token is known before an event has been typed in."""
-        preset = os.environ.get(TOKEN_ENV, "")
-        hint = f" (Enter for ${TOKEN_ENV})" if preset else ""
-        token = self.menu.ask(f"Admin token{hint}", password=True, default=preset, show_default=False)
-        self.client.ledger(token, since=0, limit=1)
-        return token
-
-    @property
-    def admin_token(self) -> str:
-        assert self.token is not None, "the sub-menu runs only with a token"
-        return self.token
-
-    def event_id(self) -> int:
-        """Lists the events in a line each, then asks for an id; whether it exists is the server's answer."""
-        for event in self.client.list_events():
-            self.console.print(Text.assemble((f"{event.id:>4} ", "bold cyan"), event.name, "  ", styled(event.status)))
-        return IntPrompt.ask("Event id", console=self.console)
-
-    def show_event(self, event: Event, title: str) -> None:
-        self.console.print(events_table([event], title=title))
-
-    def create_event(self) -> None:
-        ask = self.menu.ask
-        name = ask("Event name")
-        venue = ask("Venue")
-        starts_at = ask("Starts at (ISO 8601, e.g. 2027-03-13T20:00:00-03:00)")
-        while True:
-            text = ask("Sectors as Name:price_cents:capacity, comma separated")
-            try:
-                sectors = [parse_sector(part) for part in text.split(",") if part.strip()]
-            except ValueError as exc:
-                self.console.print(Text(str(exc), style="red"))
-                continue
-            break
-        self.show_event(self.client.create_event(self.admin_token, name, venue, starts_at, sectors), "Event created")
-
-    def update_event(self) -> None:
-        """Enter keeps a value; only what was typed is sent."""
-        event = self.client.get_event(self.event_id())
-        name = self.menu.optional(f"Name (Enter keeps {event.name!r})")
-        venue = self.menu.optional(f"Venue (Enter keeps {event.venue!r})")
-        starts_at = self.menu.optional(f"Starts at (Enter keeps {event.starts_at})")
-        capacities: list[tuple[str, int]] = []
-        half_limits: list[tuple[str, int | None]] = []
-        for sector in event.sectors:
-            given, capacity = self.menu.optional_number(f"Capacity of {sector.name} (Enter keeps {sector.capacity})")
-            if given:
-                capacities.append((sector.name, capacity))
-            current = "none" if sector.half_limit is None else sector.half_limit
-            given, limit = self.menu.optional_number(f"Half-price limit of {sector.name}, a number or none (Enter keeps {current})",
-                                                     parse_optional_limit)
-            if given:
-                half_limits.append((sector.name, limit))
-        event = self.client.update_event(self.admin_token, event.id, name=name, venue=venue, starts_at=starts_at,
-                                         capacities=capacities, half_limits=half_limits)
-        self.show_event(event, "Event updated")
-
-    def add_sector(self) -> None:
-        event_id = self.event_id()
-        name = self.menu.ask("Sector name")
-        price = IntPrompt.ask("Price in cents", console=self.console)
-        capacity = IntPrompt.ask("Capacity", console=self.console)
-        _, half_limit = self.menu.optional_number("Half-price limit (Enter for none)")
-        self.show_event(self.client.add_sector(self.admin_token, event_id, name, price, capacity, half_limit), "Sector added")
-
-    def pause(self) -> None:
-        self.show_event(self.client.pause_event(self.admin_token, self.event_id()), "Sales paused")
-
-    def resume(self) -> None:
-        self.show_event(self.client.resume_event(self.admin_token, self.event_id()), "Sales resumed")
-
-    def cancel(self) -> None:
-        event = self.client.get_event(self.event_id())
-        if not Confirm.ask(Text(f"Cancel {event.name}? Every held or confirmed reservation in it is cancelled"), default=False,
-                           console=self.console):
-            self.console.print("Nothing cancelled.")
-            return
-        event, cancelled = self.client.cancel_event(self.admin_token, event.id)
-        self.show_event(event, "Event cancelled")
-        self.console.print(f"{plural(cancelled, 'reservation')} cancelled.")
-
-    def delete(self) -> None:
-        event_id = self.event_id()
-        self.client.delete_event(self.admin_token, event_id)
-        self.console.print(f"Event {event_id} deleted.")
-
-    def reservations(self) -> None:
-        _, event_id = self.menu.optional_number("Event id (Enter for every event)")
-        email = self.menu.optional("Customer email (Enter for anyone)")
-        status = self.menu.optional("Status: held, confirmed, cancelled or expired (Enter for any)")
-        self.console.print(reservations_table(self.client.list_reservations(self.admin_token, event_id, email, status)))
-
-    def report(self) -> None:
-        self.console.print(report_table(self.client.report(self.admin_token)))
-
-    def ledger(self) -> None:
-        self.console.print(ledger_table(latest_ledger(self.client, self.admin_token, 20), title="Ledger: the last 20 entries"))
-
-
-def latest_ledger(client: TicketClient, token: str, count: int) -> tuple[LedgerEntry, ...]:
-    """The newest `count` entries. The ledger is read oldest first from a sequence number, so this pages to the end."""
-    latest: deque[LedgerEntry] = deque(maxlen=count)
-    since = 0
-    while True:
-        page = client.ledger(token, since=since, limit=LEDGER_PAGE)
-        latest.extend(page)
-        if len(page) < LEDGER_PAGE:
-            return tuple(latest)
-        since = page[-1].seq
-
-
 # -- the swarm ----------------------------------------------------------------------------------------------
 
 
@@ -863,34 +366,6 @@ def show_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err
     return EXIT_OK if report.consistent else EXIT_INCONSISTENT
 
 
-def swarm_view(report: SwarmReport) -> Group:
-    table = Table(title=f"Swarm on event {report.event}", header_style="bold")
-    table.add_column("Measure")
-    table.add_column("Value", justify="right")
-    for label, value in (
-        ("reservations made", report.reservations),
-        ("tickets sold" if report.mode == "confirm" else "tickets held", report.sold),
-        ("refused as sold out", report.sold_out),
-        ("other refusals", report.other_refusals),
-        ("Unavailable errors", report.unavailable),
-        ("unanswered purchases settled", report.settled),
-        ("calls/s", report.calls_per_s),
-        ("elapsed (s)", report.elapsed_s),
-    ):
-        table.add_row(label, str(value))
-    parts: list[RenderableType] = [table]
-    if report.last_refusal:
-        parts.append(Text(f"Last other refusal: {report.last_refusal}", style="yellow"))
-    if report.consistent:
-        parts.append(Text(
-            f"Consistent: {report.sold} tickets sold = tickets gone from the event; every code unique; "
-            f"{report.verified_confirmed} confirmations verified.", style="bold green"))
-    else:
-        parts.append(Text("INCONSISTENT:", style="bold red"))
-        parts.extend(Text(f"  - {violation}", style="red") for violation in report.violations)
-    return Group(*parts)
-
-
 # -- the demo -----------------------------------------------------------------------------------------------
 
 
@@ -910,7 +385,8 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
             while True:
                 signal.pause()
         with TicketClient([cluster.name_server_address], timeout=args.timeout) as client:
-            return Menu(client, out).run()
+            Menu(client, out).run()
+            return EXIT_OK
     except LaunchError as exc:
         err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
         return EXIT_UNAVAILABLE
@@ -1114,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with TicketClient(args.name_servers, args.servers, args.timeout) as client:
             if args.command is None:
-                return Menu(client, out).run()
+                Menu(client, out).run()
+                return EXIT_OK
             if args.command == "swarm":
                 try:
                     return show_swarm(client, args, out, err)

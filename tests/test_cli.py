@@ -18,8 +18,8 @@ import pytest
 from conftest import ADMIN_TOKEN
 from procs import ROOT, Transcript, free_port, plain_text, start, wait_until
 
-from cli import format_money, parse_half_limit, parse_sector, parse_sector_number
-from client_core import TicketClient
+from cli import parse_half_limit, parse_sector, parse_sector_number
+from client_core import TicketClient, format_money
 from dashboard import bar_cells
 
 CODE = re.compile(r"\b[A-Z0-9]{3}-[A-Z0-9]{3}\b")
