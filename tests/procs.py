@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,3 +146,31 @@ class Transcript:
 def plain_text(text: str) -> str:
     """Terminal output without its colour and cursor escape sequences."""
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+@contextmanager
+def terminals(count: int, target: Callable[[int], object], name: str = "terminal", timeout: float = 60.0) -> Iterator[None]:
+    """Run `target(n)` for n in range(count) on threads, each a simulated terminal; the body of the `with`
+    runs meanwhile. On exit every thread must have finished within `timeout` and none may have raised:
+    a hung terminal or an exception fails the test (the first exception is re-raised)."""
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            target(n)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread, which fails with it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"{name}-{n}") for n in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [thread.name for thread in threads if thread.is_alive()]
+    assert not hung, f"terminals hung: {', '.join(hung)}"
+    if failures:
+        raise failures[0]

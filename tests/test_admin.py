@@ -29,7 +29,7 @@ from conftest import ADMIN_TOKEN, Cluster
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from procs import ROOT, wait_until
+from procs import ROOT, terminals, wait_until
 from rpyc.core.stream import SocketStream
 from rpyc.core.vinegar import GenericException
 from rpyc.utils.factory import connect_stream
@@ -321,64 +321,53 @@ def test_capacity_and_half_limit_changes_during_a_rush_never_oversell(cluster):
         admin.update_event(ADMIN_TOKEN, event_id, half_limits=[("Pista", 8)])
     done = threading.Event()
     bought: list[tuple[str, int]] = []
-    failures: list[BaseException] = []
     lock = threading.Lock()
 
     def buyer(n: int) -> None:
         rng = random.Random(n)
         mine: list[str] = []
-        try:
-            with terminal(cluster, timeout=20) as client:
-                while not done.is_set():
-                    if mine and rng.random() < 0.4:  # some give tickets back, so what is taken goes down as well as up
-                        assert client.cancel(mine.pop(rng.randrange(len(mine))), f"fa{n}@example.com").status == "cancelled"
-                        continue
-                    category = rng.choice(["full", "half"])
-                    try:
-                        reservation = client.reserve(event_id, rng.choice([1, 2]), f"Fa {n}", f"fa{n}@example.com",
-                                                     category=category, confirm=rng.random() < 0.5)
-                    except SoldOut:
-                        continue
-                    mine.append(reservation.code)
-                    with lock:
-                        bought.append((reservation.code, reservation.quantity))
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which fails the test with it
-            with lock:
-                failures.append(exc)
+        with terminal(cluster, timeout=20) as client:
+            while not done.is_set():
+                if mine and rng.random() < 0.4:  # some give tickets back, so what is taken goes down as well as up
+                    assert client.cancel(mine.pop(rng.randrange(len(mine))), f"fa{n}@example.com").status == "cancelled"
+                    continue
+                category = rng.choice(["full", "half"])
+                try:
+                    reservation = client.reserve(event_id, rng.choice([1, 2]), f"Fa {n}", f"fa{n}@example.com",
+                                                 category=category, confirm=rng.random() < 0.5)
+                except SoldOut:
+                    continue
+                mine.append(reservation.code)
+                with lock:
+                    bought.append((reservation.code, reservation.quantity))
 
-    threads = [threading.Thread(target=buyer, args=(n,), name=f"fan-{n}") for n in range(16)]
-    for thread in threads:
-        thread.start()
     applied = refused = 0
     rng = random.Random(2027)
-    try:
-        with terminal(cluster, timeout=20) as admin:
-            current = 40
-            for turn in range(40):
-                # Grow on even turns (always possible: nothing taken can exceed the current capacity), try to shrink on odd ones.
-                capacity = current + rng.randint(1, 5) if turn % 2 == 0 else rng.randint(5, current)
-                limit = rng.choice([None, *range(10)])
-                try:
-                    sector = admin.update_event(ADMIN_TOKEN, event_id, capacities=[("Pista", capacity)]).sector("Pista")
-                    assert sector.capacity == capacity and 0 <= sector.available <= capacity
-                    current = capacity
-                    applied += 1
-                except InvalidRequest as exc:
-                    taken = re.fullmatch(r"Pista has (\d+) tickets held or sold; its capacity cannot go below that", str(exc))
-                    assert taken and int(taken[1]) > capacity, str(exc)
-                    refused += 1
-                try:
-                    assert admin.update_event(ADMIN_TOKEN, event_id, half_limits=[("Pista", limit)]).sector("Pista").half_limit == limit
-                except InvalidRequest as exc:
-                    taken = re.fullmatch(r"Pista has (\d+) half-price tickets held or sold; the limit cannot go below that", str(exc))
-                    assert taken and limit is not None and int(taken[1]) > limit, str(exc)
-                    refused += 1
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a terminal hung"
-    assert failures == []
+    with terminals(16, buyer, "fan"):
+        try:
+            with terminal(cluster, timeout=20) as admin:
+                current = 40
+                for turn in range(40):
+                    # Grow on even turns (always possible: nothing taken can exceed the current capacity), try to shrink on odd ones.
+                    capacity = current + rng.randint(1, 5) if turn % 2 == 0 else rng.randint(5, current)
+                    limit = rng.choice([None, *range(10)])
+                    try:
+                        sector = admin.update_event(ADMIN_TOKEN, event_id, capacities=[("Pista", capacity)]).sector("Pista")
+                        assert sector.capacity == capacity and 0 <= sector.available <= capacity
+                        current = capacity
+                        applied += 1
+                    except InvalidRequest as exc:
+                        taken = re.fullmatch(r"Pista has (\d+) tickets held or sold; its capacity cannot go below that", str(exc))
+                        assert taken and int(taken[1]) > capacity, str(exc)
+                        refused += 1
+                    try:
+                        assert admin.update_event(ADMIN_TOKEN, event_id, half_limits=[("Pista", limit)]).sector("Pista").half_limit == limit
+                    except InvalidRequest as exc:
+                        taken = re.fullmatch(r"Pista has (\d+) half-price tickets held or sold; the limit cannot go below that", str(exc))
+                        assert taken and limit is not None and int(taken[1]) > limit, str(exc)
+                        refused += 1
+        finally:
+            done.set()
     assert applied >= 20 and refused > 0 and bought
 
     with audit(cluster.db) as store:
@@ -661,37 +650,27 @@ def test_32_terminals_buying_half_price_sell_exactly_the_limit(cluster):
     start = threading.Barrier(32)
     bought: list[tuple[str, int]] = []
     refusals: list[str] = []
-    failures: list[BaseException] = []
     lock = threading.Lock()
 
     def buyer(n: int) -> None:
         rng = random.Random(n)
-        try:
-            with terminal(cluster, timeout=20) as client:
-                start.wait(timeout=30)
-                while True:
-                    quantity = rng.choice([1, 2])
-                    try:
-                        reservation = client.reserve(event_id, quantity, f"Aluna {n}", f"a{n}@example.com", category="half", confirm=True)
-                    except SoldOut as exc:
-                        with lock:
-                            refusals.append(str(exc))
-                        if quantity == 1:
-                            return  # not even one left: done (a refused pair tries a single next)
-                        continue
+        with terminal(cluster, timeout=20) as client:
+            start.wait(timeout=30)
+            while True:
+                quantity = rng.choice([1, 2])
+                try:
+                    reservation = client.reserve(event_id, quantity, f"Aluna {n}", f"a{n}@example.com", category="half", confirm=True)
+                except SoldOut as exc:
                     with lock:
-                        bought.append((reservation.code, reservation.quantity))
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which fails the test with it
-            with lock:
-                failures.append(exc)
+                        refusals.append(str(exc))
+                    if quantity == 1:
+                        return  # not even one left: done (a refused pair tries a single next)
+                    continue
+                with lock:
+                    bought.append((reservation.code, reservation.quantity))
 
-    threads = [threading.Thread(target=buyer, args=(n,), name=f"student-{n}") for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a terminal hung"
-    assert failures == []
+    with terminals(32, buyer, "student"):
+        pass
 
     assert sum(quantity for _, quantity in bought) == 10
     assert len({code for code, _ in bought}) == len(bought)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import rpyc
 from conftest import ADMIN_TOKEN, Cluster
-from procs import ROOT, wait_until
+from procs import ROOT, terminals, wait_until
 from rpyc.utils.registry import TCPRegistryClient
 
 if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the path
@@ -196,34 +196,24 @@ def test_64_terminals_racing_for_25_tickets_sell_exactly_25(cluster):
     event_id = new_event(cluster, capacity=25, name="Show Relampago")
     start = threading.Barrier(64)
     codes: list[str] = []
-    failures: list[BaseException] = []
     lock = threading.Lock()
 
     def buyer(n: int) -> None:
         with terminal(cluster) as client:
-            try:
-                start.wait(timeout=30)
-                while True:
-                    try:
-                        # Half the terminals name the sector, half leave it to the server (one-sector event).
-                        sector = "Unico" if n % 2 else None
-                        reservation = client.reserve(event_id, 1, f"Fã {n}", f"fa{n}@example.com", sector=sector, confirm=True)
-                    except SoldOut:
-                        return
-                    assert reservation.status == "confirmed"
-                    with lock:
-                        codes.append(reservation.code)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which fails the test with it
+            start.wait(timeout=30)
+            while True:
+                try:
+                    # Half the terminals name the sector, half leave it to the server (one-sector event).
+                    sector = "Unico" if n % 2 else None
+                    reservation = client.reserve(event_id, 1, f"Fã {n}", f"fa{n}@example.com", sector=sector, confirm=True)
+                except SoldOut:
+                    return
+                assert reservation.status == "confirmed"
                 with lock:
-                    failures.append(exc)
+                    codes.append(reservation.code)
 
-    threads = [threading.Thread(target=buyer, args=(n,), name=f"buyer-{n}") for n in range(64)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a terminal hung"
-    assert failures == []
+    with terminals(64, buyer, "buyer"):
+        pass
 
     assert len(codes) == 25
     assert len(set(codes)) == 25
@@ -249,44 +239,34 @@ def test_kill_9_one_server_during_a_rush_loses_and_duplicates_nothing(cluster):
     start = threading.Barrier(32)
     seen: list[tuple[int, str, str, bool]] = []  # (terminal, code, server that answered, recorded after the kill)
     outcomes: Counter[str] = Counter()
-    failures: list[BaseException] = []
 
     def rush(n: int) -> None:
         email = f"terminal{n}@example.com"
         with terminal(cluster, rng=random.Random(n)) as client:
-            try:
-                start.wait(timeout=30)
-                for _attempt in range(capacity * 2):
-                    try:
-                        reservation = client.reserve(event_id, 1, f"Terminal {n}", email, confirm=True)
-                    except SoldOut:
-                        with lock:
-                            outcomes["sold out"] += 1
-                        return
-                    except Unavailable:
-                        with lock:
-                            outcomes["unavailable"] += 1
-                        continue
+            start.wait(timeout=30)
+            for _attempt in range(capacity * 2):
+                try:
+                    reservation = client.reserve(event_id, 1, f"Terminal {n}", email, confirm=True)
+                except SoldOut:
                     with lock:
-                        seen.append((n, reservation.code, client.current_server or "", killed.is_set()))
-                        outcomes["sold"] += 1
-                        if not killed.is_set() and sum(server == victim for _n, _c, server, _a in seen) == kill_after:
-                            # Killed from here, not from a polling main thread: with 32 busy threads the main
-                            # thread may not get the GIL until the rush is over.
-                            cluster.servers[victim_port].kill()
-                            killed.set()
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which fails the test with it
+                        outcomes["sold out"] += 1
+                    return
+                except Unavailable:
+                    with lock:
+                        outcomes["unavailable"] += 1
+                    continue
                 with lock:
-                    failures.append(exc)
+                    seen.append((n, reservation.code, client.current_server or "", killed.is_set()))
+                    outcomes["sold"] += 1
+                    if not killed.is_set() and sum(server == victim for _n, _c, server, _a in seen) == kill_after:
+                        # Killed from here, not from a polling main thread: with 32 busy threads the main
+                        # thread may not get the GIL until the rush is over.
+                        cluster.servers[victim_port].kill()
+                        killed.set()
 
-    threads = [threading.Thread(target=rush, args=(n,), name=f"terminal-{n}") for n in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    with terminals(32, rush):
+        pass
 
-    assert not any(thread.is_alive() for thread in threads), "a terminal hung after the kill"
-    assert failures == []
     assert killed.is_set() and not cluster.servers[victim_port].alive()
     sold_at_kill = sum(not after for _n, _code, _server, after in seen)
     assert sold_at_kill < capacity / 2, f"the rush was nearly over at the kill ({sold_at_kill} sold); the test proved little"
