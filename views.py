@@ -127,13 +127,14 @@ def reais(cents: int) -> str:
     return f"{sign}{whole}.{fraction:02d}"
 
 
-REPORT_COLUMNS = ("Capacity", "Held", "Sold", "Available", "Sold full", "Sold half", "Revenue full", "Revenue half", "Revenue total")
+REPORT_COLUMNS = ("Cap.", "Held", "Sold", "Free", "Full", "Half", "Rev. full", "Rev. half", "Revenue")
+"""Short headers: the table must stay readable in a 120-column terminal (Full/Half: tickets sold at each price)."""
 
 
 def report_table(reports: Sequence[SectorReport]) -> Table:
     table = Table(title="Sales report (revenue: confirmed sales)", header_style="bold")
-    table.add_column("Event")
-    table.add_column("Sector")
+    table.add_column("Event", min_width=18, ratio=1)
+    table.add_column("Sector", min_width=8)
     for column in REPORT_COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
 
