@@ -868,7 +868,11 @@ class Store:
         return self._submit(op)
 
     def mark_sent(self, message_id: int, worker: str) -> None:
-        self._settle(message_id, worker, "UPDATE outbox SET status = 'sent', sent_at = ?1, claimed_until = NULL WHERE id = ?2")
+        """Whoever holds the lease now: the mail left, so it is sent (a second send is the documented risk)."""
+        self._submit(lambda connection: connection.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL WHERE id = ?", (self.clock(), message_id)
+        ))
+        log.debug("outbox %d sent by %s", message_id, worker)
 
     def mark_logged(self, message_ids: Sequence[int], worker: str) -> None:
         """Many at once: writing a log line is instant, so a round's messages share one commit."""
@@ -891,10 +895,6 @@ class Store:
             "claimed_until = NULL WHERE id = ? AND status = 'pending' AND claimed_by = ?",
             (self.clock() + retry_in, error[:500], message_id, worker),
         ))
-
-    def _settle(self, message_id: int, worker: str, statement: str) -> None:
-        self._submit(lambda connection: connection.execute(statement, (self.clock(), message_id)))
-        log.debug("outbox %d settled by %s", message_id, worker)
 
     def outbox(self, status: str | None = None) -> tuple[OutboxMessage, ...]:
         """Every message (with one status): for audits and tests, not for the hot path."""
