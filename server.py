@@ -34,6 +34,7 @@ from typing import Any
 
 import rpyc
 from rpyc.core.channel import Channel
+from rpyc.core.netref import BaseNetref
 from rpyc.core.stream import SocketStream
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.registry import TCPRegistryClient
@@ -41,6 +42,7 @@ from rpyc.utils.server import ThreadedServer
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
+from live import LiveFeed
 from mailer import Mailer, SmtpSettings, add_mail_arguments
 from records import ServerStatus, to_wire
 
@@ -96,6 +98,14 @@ def _optional_str(value: Any, name: str) -> str | None:
 def _bool(value: Any, name: str) -> bool:
     if type(value) is not bool:
         raise InvalidRequest(f"{name} must be True or False")
+    return value
+
+
+def _callback(value: Any, name: str) -> Any:
+    """A client-side callable, passed by reference. Only its proxy's local type is looked at: `isinstance` or
+    any attribute would be a request to the client, which could make it block or lie."""
+    if not issubclass(type(value), BaseNetref) or not callable(value):
+        raise InvalidRequest(f"{name} must be a function of the caller, passed by reference (an RPyC callback)")
     return value
 
 
@@ -184,7 +194,7 @@ def remote(method: Callable) -> Callable:
 
 
 class BoxOffice:
-    """What every connection shares: the store, the admin token, the counters."""
+    """What every connection shares: the store, the admin token, the counters, the live feed."""
 
     def __init__(self, store: Store, admin_token: str, server_id: str) -> None:
         self.store = store
@@ -192,6 +202,7 @@ class BoxOffice:
         self.server_id = server_id
         self.started = time.monotonic()
         self.counters = Counters()
+        self.live = LiveFeed(store, server_id)
 
     def check_token(self, token: Any, peer: str) -> None:
         """Constant time whatever the token looks like, so a refusal leaks nothing about the real one."""
@@ -212,8 +223,10 @@ class TicketService(rpyc.Service):
     def __init__(self, box: BoxOffice) -> None:
         self.box = box
         self.peer = "?"
+        self._conn: rpyc.Connection | None = None
 
     def on_connect(self, conn: rpyc.Connection) -> None:
+        self._conn = conn
         try:
             host, port = conn._config["endpoints"][1][:2]
             self.peer = f"{host}:{port}"
@@ -223,6 +236,7 @@ class TicketService(rpyc.Service):
             self.box.counters.connections += 1
 
     def on_disconnect(self, conn: rpyc.Connection) -> None:
+        self.box.live.disconnect(conn)
         with self.box.counters.lock:
             self.box.counters.connections -= 1
 
@@ -361,6 +375,18 @@ class TicketService(rpyc.Service):
         self.box.check_token(token, self.peer)
         entries = self.box.store.ledger(_int(since, "since"), _int(limit, "limit", 1, 10_000))
         return tuple(to_wire(entry) for entry in entries)
+
+    @remote
+    def exposed_subscribe(self, event_id: Any, callback: Any) -> str:
+        """Push `callback(update)` (an AvailabilityUpdate on the wire) for every change of the event, starting
+        with its current state; answers the token for `unsubscribe`. See live.py."""
+        event = self.box.store.get_event(_int(event_id, "event_id"))
+        return self.box.live.subscribe(event, _callback(callback, "callback"), self._conn)
+
+    @remote
+    def exposed_unsubscribe(self, token: Any) -> bool:
+        self.box.live.unsubscribe(_str(token, "token", 100), self._conn)
+        return True
 
     @remote
     def exposed_status(self) -> tuple:
@@ -597,7 +623,7 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         store.close()
         return 1
-    box.server_id = f"{socket.gethostname()}:{server.port}"
+    box.server_id = box.live.server_id = f"{socket.gethostname()}:{server.port}"
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -607,6 +633,7 @@ def serve(args: argparse.Namespace) -> int:
     threading.Thread(target=_report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
     mailer = Mailer(store, SmtpSettings.from_args(args), worker=box.server_id, mail_from=args.mail_from)
     mailer.start()
+    box.live.start()
     registrar = Registrar(args.name_servers, server.port)
     registrar.start()
     print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
@@ -617,6 +644,7 @@ def serve(args: argparse.Namespace) -> int:
     server.listener.close()
     with box.counters.lock:
         box.counters.idle.wait_for(lambda: box.counters.in_flight == 0, timeout=10)
+    box.live.stop()
     server.close()
     mailer.stop()
     store.close()
