@@ -101,11 +101,16 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+CALLBACK_TYPES = frozenset({"builtins.function", "builtins.method", "builtins.builtin_function_or_method", "functools.partial"})
+"""What a client may pass as a callback. A proxy answers `callable()` with True whatever it stands for, so the
+remote type's name, which the proxy carries locally, is what tells a function from a list."""
+
+
 def _callback(value: Any, name: str) -> Any:
-    """A client-side callable, passed by reference. Only its proxy's local type is looked at: `isinstance` or
-    any attribute would be a request to the client, which could make it block or lie."""
-    if not issubclass(type(value), BaseNetref) or not callable(value):
-        raise InvalidRequest(f"{name} must be a function of the caller, passed by reference (an RPyC callback)")
+    """A client-side function, passed by reference. Only what the proxy holds locally is looked at: `isinstance`
+    or any attribute would be a request to the client, which could make it block or lie."""
+    if not issubclass(type(value), BaseNetref) or object.__getattribute__(value, "____id_pack__")[0] not in CALLBACK_TYPES:
+        raise InvalidRequest(f"{name} must be a function or method of the caller, passed by reference (an RPyC callback)")
     return value
 
 
