@@ -46,6 +46,7 @@ from records import (
     Event,
     LedgerEntry,
     Reservation,
+    SeatMap,
     Sector,
     SectorReport,
     ServerStatus,
@@ -69,6 +70,7 @@ __all__ = [
     "Reservation",
     "ReservationError",
     "RetryPolicy",
+    "SeatMap",
     "Sector",
     "SectorReport",
     "ServerStatus",
@@ -313,14 +315,38 @@ class TicketClient:
         category: str = "full",
         confirm: bool = False,
         request_id: str | None = None,
+        seats: Sequence[str] | None = None,
     ) -> Reservation:
-        """Hold (or buy, with confirm) tickets; every retry and failover repeats the same request id."""
+        """Hold (or buy, with confirm) tickets; every retry and failover repeats the same request id.
+        In a seated sector, `seats` names the seats (all or none); without it the server picks the best block."""
         request_id = request_id or uuid.uuid4().hex
-        pairs = self._call("reserve", event_id, quantity, customer, email, sector, category, request_id, confirm)
-        return from_wire(Reservation, pairs)
+        arguments = (event_id, quantity, customer, email, sector, category, request_id, confirm)
+        if seats is not None:
+            arguments += (tuple(seats),)
+        return from_wire(Reservation, self._call("reserve", *arguments))
 
-    def confirm(self, code: str, email: str) -> Reservation:
-        return from_wire(Reservation, self._call("confirm", code, email))
+    def confirm(self, code: str, email: str, payment_ref: str | None = None) -> Reservation:
+        return from_wire(Reservation, self._call("confirm", code, email, payment_ref))
+
+    def get_seat_map(self, event_id: int, sector: str) -> SeatMap:
+        return from_wire(SeatMap, self._call("get_seat_map", event_id, sector))
+
+    def join_waitlist(
+        self, event_id: int, quantity: int, customer: str, email: str, sector: str | None = None,
+        on_offer: Callable[[WaitlistEntry], None] | None = None,
+    ) -> WaitlistEntry:
+        """Queue for a sold-out sector. Safe to retry: while waiting, the same email keeps its one place.
+        With `on_offer`, the offer (made by whichever replica freed the tickets) is pushed to it on a background
+        thread, through the callback line."""
+        if on_offer is not None:
+            return from_wire(WaitlistEntry, self._callback_line().join_waitlist(event_id, quantity, customer, email, sector, on_offer))
+        return from_wire(WaitlistEntry, self._call("join_waitlist", event_id, quantity, customer, email, sector))
+
+    def leave_waitlist(self, entry_id: int, email: str) -> WaitlistEntry:
+        return from_wire(WaitlistEntry, self._call("leave_waitlist", entry_id, email))
+
+    def get_waitlist_entry(self, entry_id: int, email: str) -> WaitlistEntry:
+        return from_wire(WaitlistEntry, self._call("get_waitlist_entry", entry_id, email))
 
     def cancel(self, code: str, email: str) -> Reservation:
         return from_wire(Reservation, self._call("cancel", code, email))
@@ -692,14 +718,14 @@ class CallbackLine:
     def join_waitlist(
         self, event_id: int, quantity: int, customer: str, email: str, sector: str | None, on_offer: Callable[[WaitlistEntry], None]
     ) -> Any:
-        """The server's `join_waitlist` with a callback for the offer; answers the entry's wire pairs. Not
-        idempotent (a second join is a second entry), so retried only when the request surely never arrived."""
+        """The server's `join_waitlist` with a callback for the offer; answers the entry's wire pairs. Retried like
+        any call: the same email keeps its one place while waiting."""
         watch = _WaitlistWatch(self, on_offer)
         arguments = (event_id, quantity, customer, email, sector, watch.receive)
         with self._calls:
             connection, _, answer = self._client._failover(
                 lambda address, timeout: self._on(address, timeout, "join_waitlist", *arguments),
-                "join_waitlist", idempotent=False, first=self._address,
+                "join_waitlist", first=self._address,
             )
         watch.connection, watch.entry_id = connection, dict(answer)["id"]
         with self._lock:

@@ -221,3 +221,28 @@ def test_bad_subscriptions_are_refused_clearly(cluster_factory) -> None:
             client.subscribe(999_999, print)
         with pytest.raises(InvalidRequest, match="event_id must be an integer"):
             client.subscribe("1", print)  # type: ignore[arg-type]
+
+
+def test_a_waitlist_offer_made_on_b_reaches_its_owner_on_a_and_seated_sectors_carry_their_seats(cluster_factory) -> None:
+    cluster = cluster_factory(servers=2)
+    port_a, port_b = cluster.servers
+    with pinned(port_b) as admin:
+        event = admin.create_event(ADMIN_TOKEN, "Sala Numerada", "Teatro de Testes", "2027-06-01T20:00:00-03:00",
+                                   [("Plateia", 6000, 1, 2)])
+    offers: list = []
+    arrived = threading.Event()
+    inbox = Inbox()
+    with pinned(port_a) as owner, pinned(port_b) as seller:
+        owner.subscribe(event.id, inbox)
+        assert inbox.wait_for(lambda u: u.sector == "Plateia").states == ".."
+        hold = seller.reserve(event.id, 2, "Ana", "ana@example.com", "Plateia")
+        assert inbox.wait_for(lambda u: u.available == 0).states == "hh"
+        entry = owner.join_waitlist(event.id, 2, "Bia", "bia@example.com", "Plateia",
+                                    on_offer=lambda offered: (offers.append(offered), arrived.set()))
+        assert entry.status == "waiting"
+        seller.cancel(hold.code, "ana@example.com")
+        assert arrived.wait(2.0), "the offer made in B's cancel reached the owner through A"
+        (offered,) = offers
+        assert (offered.id, offered.status, offered.code is not None) == (entry.id, "offered", True)
+        assert owner.confirm(offered.code, "bia@example.com").status == "confirmed"
+        assert inbox.wait_for(lambda u: u.states == "ss").available == 0
