@@ -92,9 +92,11 @@ def start_child(name: str, args: Sequence[str], log: Path, ready: str) -> Child:
         time.sleep(POLL_SECONDS)
 
 
-def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM (or, with kill, SIGKILL at once), then SIGKILL whatever is still running after the grace period."""
-    if child.alive():
+def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECONDS, signalled: bool = False) -> None:
+    """SIGTERM (or, with kill, SIGKILL at once; or nothing when `signalled` says it was sent already), then SIGKILL
+    whatever is still running after the grace period. One SIGTERM only: a second one landing inside the first's
+    handler can deadlock a child whose handler sets a threading.Event."""
+    if child.alive() and not signalled:
         child.popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     try:
         child.popen.wait(timeout=grace)
@@ -241,7 +243,7 @@ class LocalCluster:
                 if child.alive():
                     child.popen.terminate()
             for child in self.servers:
-                stop_child(child)
+                stop_child(child, signalled=True)
             for child in self.name_servers:
                 stop_child(child)
         finally:
