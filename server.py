@@ -592,6 +592,11 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def host_ports(text: str) -> list[tuple[str, int]]:
+    """One HOST:PORT, or several separated by commas (as in BILHETERIA_NAME_SERVERS)."""
+    return [host_port(item.strip()) for item in text.split(",") if item.strip()]
+
+
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"BILHETERIA_{name}", default)
 
@@ -624,8 +629,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "18861")))
     parser.add_argument("--db", default=env("DB", "tickets.db"), help="SQLite file (created on first start)")
-    parser.add_argument("--name-server", action="append", type=host_port, dest="name_servers",
-                        help="HOST:PORT of a name server; repeat for several (env BILHETERIA_NAME_SERVERS, comma-separated)")
+    parser.add_argument("--name-server", action="extend", type=host_ports, dest="name_servers",
+                        help="HOST:PORT of a name server; repeat or separate with commas for several "
+                             "(env BILHETERIA_NAME_SERVERS, comma-separated)")
     parser.add_argument("--hold-seconds", type=float, default=float(env("HOLD_SECONDS", str(DEFAULT_HOLD_SECONDS))))
     parser.add_argument("--max-per-order", type=int, default=int(env("MAX_PER_ORDER", str(DEFAULT_MAX_PER_ORDER))))
     parser.add_argument("--admin-token", default=env("ADMIN_TOKEN"))
@@ -643,7 +649,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--certfile and --keyfile go together (or BILHETERIA_CERTFILE and BILHETERIA_KEYFILE)")
     if args.name_servers is None:
         listed = env("NAME_SERVERS", "127.0.0.1:18811") or ""
-        args.name_servers = [host_port(item.strip()) for item in listed.split(",") if item.strip()]
+        args.name_servers = host_ports(listed)
     return args
 
 
