@@ -316,10 +316,10 @@ class NameServer:
         return True
 
     def _refuse_plain_text(self, conn: _Connection) -> None:
-        """Read what arrived (so closing sends no reset that could discard the alert), answer with the alert."""
+        """Read what arrived (so closing sends no reset that could discard the alert), answer with the alert.
+        One read: a registry request fits in `max_request`, and a client that sends more gets no more of our time."""
         try:
-            while conn.sock.recv(self.max_request):
-                continue
+            conn.sock.recv(self.max_request)
         except OSError:
             pass
         try:
