@@ -45,6 +45,7 @@ from dashboard import Dashboard
 from launcher import LaunchError, LocalCluster
 from menu import Menu
 from swarm import SwarmPlan, run_swarm
+from tls import TLSConfigError, TLSFiles, client_context, server_context
 from tour import run_tour
 from views import (
     REPORT_CSV_COLUMNS,
@@ -75,6 +76,7 @@ EXIT_INCONSISTENT = 4
 EXIT_INTERRUPTED = 130
 
 DEFAULT_NAME_SERVER = "127.0.0.1:18811"
+CAFILE_ENV = "BILHETERIA_CAFILE"
 
 
 # -- what the user typed --------------------------------------------------------------------------------
@@ -96,6 +98,11 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 def _host_port(text: str) -> str:
     parse_address(text)
     return text.strip()
+
+
+def _host_ports(text: str) -> list[str]:
+    """One HOST:PORT or several separated by commas."""
+    return [_host_port(item) for item in text.split(",") if item.strip()]
 
 
 def _positive_int(text: str) -> int:
@@ -346,7 +353,7 @@ def show_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err
     """Run the swarm (swarm.py) behind a progress bar, then show its report; exit 4 when the audit failed."""
     plan = SwarmPlan(name_servers=tuple(args.name_servers), servers=tuple(args.servers), timeout=args.timeout, event_id=args.event,
                      quantity=args.quantity, sector=args.sector, confirm=args.confirm, max_per_client=args.max_per_client,
-                     clients=args.clients, processes=args.processes)
+                     clients=args.clients, processes=args.processes, cafile=args.cafile)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, disable=not err.is_terminal, transient=True)
     with bar:
@@ -371,7 +378,9 @@ def show_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err
 
 def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Start a local cluster (launcher.py), then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
-    cluster = LocalCluster(Path(args.data), servers=args.server_count, ns_port=args.ns_port, port_base=args.port_base)
+    files = TLSFiles(args.certfile, args.keyfile, args.cafile) if args.certfile else None
+    cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
+                           port_base=args.port_base, tls=files)
     for sentence in cluster.moved:
         out.print(Text(sentence, style="yellow"))
     # SIGTERM becomes KeyboardInterrupt, so `kill` takes the same clean way out as Ctrl-C.
@@ -381,10 +390,11 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
             cluster.start(progress=spinner.update)
         describe_demo(cluster, out)
         if args.no_interactive:
-            out.print(f"Demo ready: name server {cluster.name_server_address}. Stop with Ctrl-C or SIGTERM.")
+            listing = ", ".join(cluster.name_server_addresses)
+            out.print(f"Demo ready: name server{'s' if len(cluster.ns_ports) > 1 else ''} {listing}. Stop with Ctrl-C or SIGTERM.")
             while True:
                 signal.pause()
-        with TicketClient([cluster.name_server_address], timeout=args.timeout) as client:
+        with TicketClient(cluster.name_server_addresses, timeout=args.timeout, cafile=cluster.cafile) as client:
             Menu(client, out).run()
             return EXIT_OK
     except LaunchError as exc:
@@ -401,6 +411,17 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_demo_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """All three PEM files, and usable, before any process starts (a child would only say so in its log)."""
+    if not (args.certfile and args.keyfile and args.cafile):
+        parser.error("demo with TLS needs all three of --certfile, --keyfile and --cafile")
+    try:
+        server_context(args.certfile, args.keyfile)
+        client_context(args.cafile)
+    except TLSConfigError as exc:
+        parser.error(str(exc))
+
+
 def describe_demo(cluster: LocalCluster, out: Console) -> None:
     for child in cluster.children():
         out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
@@ -409,7 +430,8 @@ def describe_demo(cluster: LocalCluster, out: Console) -> None:
         out.print(f"Admin token: the one in ${TOKEN_ENV}")
     else:
         out.print(f"Admin token: in {cluster.db}.admin-token")
-    out.print(f"More terminals: python cli.py --name-server {cluster.name_server_address}")
+    cafile = f" --cafile {cluster.cafile}" if cluster.cafile else ""
+    out.print(f"More terminals: python cli.py --name-server {','.join(cluster.name_server_addresses)}{cafile}")
 
 
 # -- arguments and main -------------------------------------------------------------------------------------
@@ -423,12 +445,14 @@ def add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> N
         return argparse.SUPPRESS if suppress else value
 
     host_port = _argument(_host_port)
-    parser.add_argument("--name-server", action="append", dest="name_servers", type=host_port, metavar="HOST:PORT",
+    parser.add_argument("--name-server", action="extend", dest="name_servers", type=_argument(_host_ports), metavar="HOST:PORT",
                         default=default(None),
-                        help="a name server; repeat for several "
+                        help="a name server; repeat or separate with commas for several, the answers are merged "
                              f"(env BILHETERIA_NAME_SERVERS, comma separated; default {DEFAULT_NAME_SERVER})")
     parser.add_argument("--server", action="append", dest="servers", type=host_port, metavar="HOST:PORT", default=default(None),
                         help="a ticket server to use directly, skipping discovery; repeat for several (env BILHETERIA_SERVERS)")
+    parser.add_argument("--cafile", default=default(None), metavar="PEM",
+                        help=f"talk TLS to every name server and ticket server, trusting only what this CA signed (env {CAFILE_ENV})")
     parser.add_argument("--timeout", type=float, default=default(5.0), metavar="SECONDS",
                         help="give up on a call after this long, retries and failover included (default 5)")
     parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON document")
@@ -483,13 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
     mode = swarm.add_mutually_exclusive_group()
     mode.add_argument("--confirm", dest="confirm", action="store_true", default=True, help="buy (default)")
     mode.add_argument("--hold", dest="confirm", action="store_false", help="only hold the tickets")
-    demo = commands.add_parser("demo", help="start a name server and ticket servers here, then the menu",
-                               description="Start a name server and ticket servers as child processes, then the menu.")
+    demo = commands.add_parser("demo", help="start name servers and ticket servers here, then the menu",
+                               description="Start name servers and ticket servers as child processes, then the menu.")
     demo.add_argument("--data", default="data", help="directory for tickets.db, its admin token and the logs (default ./data)")
-    demo.add_argument("--servers", dest="server_count", type=_argument(_positive_int), default=2,
+    demo.add_argument("--replicas", "--servers", dest="server_count", type=_argument(_positive_int), default=2, metavar="N",
                       help="ticket servers to start (default 2)")
+    demo.add_argument("--name-servers", dest="name_server_count", type=_argument(_positive_int), default=1, metavar="N",
+                      help="name servers to start; every ticket server registers with all of them (default 1)")
     demo.add_argument("--port-base", type=int, default=18861, help="first ticket server port (default 18861)")
-    demo.add_argument("--ns-port", type=int, default=18811, help="name server port (default 18811)")
+    demo.add_argument("--ns-port", type=int, default=18811, help="first name server port (default 18811)")
+    demo.add_argument("--certfile", help="PEM certificate for every server: TLS on every hop (with --keyfile and --cafile)")
+    demo.add_argument("--keyfile", help="PEM private key of --certfile")
+    demo.add_argument("--cafile", default=argparse.SUPPRESS, help="PEM CA that signed --certfile, for the terminals and servers")
     demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
     tour = commands.add_parser("tour", help="a guided tour of the distributed-systems ideas, shown live",
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
@@ -565,9 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.command is None and args.json:
         parser.error("--json needs a command; the interactive menu is for people")
+    args.cafile = args.cafile or os.environ.get(CAFILE_ENV)
     if args.command == "demo":
         if args.json or args.servers or args.name_servers:
             parser.error("demo starts its own name server; --name-server, --server and --json do not apply")
+        if args.certfile or args.keyfile:
+            check_demo_tls(parser, args)
         return run_demo(args, out, err)
     if args.command == "tour":
         if args.json or args.servers or args.name_servers:
@@ -588,7 +620,11 @@ def main(argv: list[str] | None = None) -> int:
     args.name_servers = addresses(parser, args.name_servers, "BILHETERIA_NAME_SERVERS", [DEFAULT_NAME_SERVER])
     args.servers = addresses(parser, args.servers, "BILHETERIA_SERVERS", [])
     try:
-        with TicketClient(args.name_servers, args.servers, args.timeout) as client:
+        client = TicketClient(args.name_servers, args.servers, args.timeout, cafile=args.cafile)
+    except TLSConfigError as exc:
+        parser.error(str(exc))
+    try:
+        with client:
             if args.command is None:
                 Menu(client, out).run()
                 return EXIT_OK

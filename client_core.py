@@ -16,17 +16,20 @@ import logging
 import queue
 import random
 import socket
+import ssl
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import rpyc
-from rpyc.core import brine, consts
+from rpyc.core import consts
+from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
-from rpyc.utils.factory import connect_stream
+from rpyc.utils.factory import connect_channel
 
 from circuit_breaker import BreakerListener, CircuitBreaker, CircuitOpenError
 from errors import (
@@ -41,6 +44,7 @@ from errors import (
     SoldOut,
     Unavailable,
 )
+from name_server import exchange
 from records import (
     AvailabilityUpdate,
     Event,
@@ -54,6 +58,8 @@ from records import (
     format_money,
     from_wire,
 )
+from tls import TLSRefused, looks_like_tls, optional_client_context, plain_text_refused
+from tls import connect as tls_connect
 
 __all__ = [
     "AvailabilityUpdate",
@@ -76,6 +82,7 @@ __all__ = [
     "ServerStatus",
     "SoldOut",
     "Subscription",
+    "TLSRefused",
     "TicketClient",
     "Unavailable",
     "WaitlistEntry",
@@ -130,11 +137,27 @@ class RetryPolicy:
 
 
 class _Failed(Exception):
-    """An infrastructure failure on one server: try the next; `sent` says the request may have arrived."""
+    """An infrastructure failure on one server: try the next; `sent` says the request may have arrived;
+    `final` says retrying this server cannot help (the two ends disagree about TLS)."""
 
-    def __init__(self, reason: str, sent: bool) -> None:
+    def __init__(self, reason: str, sent: bool, final: bool = False) -> None:
         super().__init__(reason)
         self.sent = sent
+        self.final = final
+
+
+class _Channel(Channel):
+    """RPyC's framing, recognising a TLS server's alert where a plain-text answer should start."""
+
+    __slots__ = ()
+
+    def recv(self) -> bytes:
+        header = self.stream.read(self.FRAME_HEADER.size)
+        if looks_like_tls(header):
+            raise plain_text_refused()
+        length, compressed = self.FRAME_HEADER.unpack(header)
+        data = self.stream.read(length + len(self.FLUSHER))[: -len(self.FLUSHER)]
+        return zlib.decompress(data) if compressed else data
 
 
 def is_server_failure(exc: BaseException) -> bool:
@@ -155,10 +178,12 @@ def _close_at_once(connection: rpyc.Connection) -> None:
         pass
 
 
-def _dial(address: Address, deadline: float) -> rpyc.Connection:
-    """A new connection whose connect and root lookup both fit before `deadline`."""
-    stream = SocketStream.connect(address[0], address[1], timeout=_left(deadline), attempts=1, nodelay=True)
-    connection = connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=_left(deadline)))
+def _dial(address: Address, deadline: float, tls: ssl.SSLContext | None) -> rpyc.Connection:
+    """A new connection (TLS when given a context) whose connect, handshake and root lookup all fit before `deadline`."""
+    sock = tls_connect(address, _left(deadline), tls)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    config = dict(CLIENT_CONFIG, sync_request_timeout=_left(deadline))
+    connection = connect_channel(_Channel(SocketStream(sock)), rpyc.VoidService, config=config)
     try:
         connection.root  # noqa: B018 - fetched now, inside this attempt's time, and cached by RPyC
     except (OSError, EOFError):
@@ -167,23 +192,44 @@ def _dial(address: Address, deadline: float) -> rpyc.Connection:
     return connection
 
 
+class _Round:
+    """One refresh in flight: every name server asked at once, answers merged in the order they arrive."""
+
+    def __init__(self, asked: int) -> None:
+        self.pending = asked
+        self.found: list[Address] = []
+        self.errors: list[str] = []
+        self.refused = 0
+        self.settled = threading.Event()
+        """Some name server listed at least one ticket server, or every name server has had its say."""
+        self.done = threading.Event()
+
+
 class NameServerClient:
-    """Asks every name server for the live ticket servers and merges the answers.
+    """Asks every name server at once for the live ticket servers and merges the answers.
 
     The last good list is kept, so the terminal keeps selling from it while every name server is down,
     hung, or freshly restarted and still empty (an empty table is not evidence that the servers died:
-    their breakers will tell). A query never takes longer than the time it is given.
+    their breakers will tell). A hung name server never holds up the others: once one has answered, the
+    rest get `GRACE_SECONDS` more, and whatever they answer later is still merged into the list. A refresh
+    never makes its caller wait longer than the time it is given.
     """
 
-    MAX_REPLY_BYTES = 65536
+    GRACE_SECONDS = 0.1
 
-    def __init__(self, name_servers: Iterable[str | Address], refresh_seconds: float = 3.0, timeout: float = 1.0) -> None:
+    def __init__(self, name_servers: Iterable[str | Address], refresh_seconds: float = 3.0, timeout: float = 1.0,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.name_servers = [parse_address(ns) if isinstance(ns, str) else ns for ns in name_servers]
         self.refresh_seconds = refresh_seconds
         self.timeout = timeout
+        self.tls_context = tls_context
         self.cached: tuple[Address, ...] = ()
         self.refreshed_at = float("-inf")
         self.last_error = ""
+        self.refused = False
+        """Every name server failed in a way retrying cannot fix (TLS against plain text, an untrusted certificate)."""
+        self._lock = threading.Lock()
+        self._round: _Round | None = None
 
     def servers(self, force: bool = False, budget: float | None = None) -> tuple[Address, ...]:
         """The known servers, asking the name servers again when the list is old (or `force`, at most once a second)."""
@@ -193,45 +239,65 @@ class NameServerClient:
         return self.cached
 
     def refresh(self, budget: float | None = None) -> None:
-        """Ask every name server, sharing `budget` seconds between them (default: `timeout` each)."""
-        share = self.timeout if budget is None else min(self.timeout, budget / max(1, len(self.name_servers)))
-        found: list[Address] = []
-        errors: list[str] = []
+        """Ask every name server in parallel and wait at most `budget` seconds (default: `timeout`).
+
+        Returns early when all have answered, or `GRACE_SECONDS` after the first useful answer when a list is
+        known (cached or just heard); stragglers finish in the background within `timeout` and are merged then.
+        """
+        wait = self.timeout if budget is None else max(0.0, min(self.timeout, budget))
+        deadline = time.monotonic() + wait
+        current = self._start_round()
+        if not self.cached:
+            current.settled.wait(wait)
+        current.done.wait(max(0.0, min(self.GRACE_SECONDS, deadline - time.monotonic())))
+
+    def _start_round(self) -> _Round:
+        """The round in flight, or a new one asking every name server on its own thread."""
+        with self._lock:
+            if self._round is not None and not self._round.done.is_set():
+                return self._round
+            current = self._round = _Round(len(self.name_servers))
+            self.refreshed_at = time.monotonic()
         for address in self.name_servers:
-            try:
-                answer = self.query(address, share)
-            except (OSError, ValueError) as exc:
-                errors.append(f"{show(address)} ({getattr(exc, 'strerror', None) or exc})")
-                continue
-            found.extend(server for server in answer if server not in found)
-        self.refreshed_at = time.monotonic()
-        if found:
-            self.cached = tuple(found)
+            threading.Thread(target=self._ask, args=(current, address), name=f"ask-{show(address)}", daemon=True).start()
+        if not self.name_servers:
+            current.settled.set()
+            current.done.set()
+        return current
+
+    def _ask(self, current: _Round, address: Address) -> None:
+        answer: tuple[Address, ...] | None = None
+        try:
+            answer = self.query(address, self.timeout, self.tls_context)
+        except (OSError, ValueError) as exc:
+            error, refused = f"{show(address)} ({getattr(exc, 'strerror', None) or exc})", isinstance(exc, TLSRefused)
+        with self._lock:
+            if answer is None:
+                current.errors.append(error)
+                current.refused += refused
+            else:
+                current.found.extend(server for server in answer if server not in current.found)
+                if current.found:
+                    self.cached = tuple(current.found)  # the first answer replaces the old list; later ones add to it
+                    current.settled.set()
+            current.pending -= 1
+            if current.pending == 0:
+                self._finish(current)
+
+    def _finish(self, current: _Round) -> None:
+        errors = current.errors
         if len(errors) == len(self.name_servers):
             self.last_error = "name servers unreachable: " + ", ".join(errors)
         else:
             self.last_error = "; ".join(errors)
+        self.refused = bool(self.name_servers) and current.refused == len(self.name_servers)
+        current.settled.set()
+        current.done.set()
 
     @classmethod
-    def query(cls, address: Address, timeout: float) -> tuple[Address, ...]:
-        """One QUERY in RPyC's registry protocol: send the request, read the reply until the name server
-        closes, decode it. Anything late, short or malformed is an error, never an empty list."""
-        deadline = time.monotonic() + timeout
-        with socket.create_connection(address, timeout=max(0.01, timeout)) as sock:
-            sock.sendall(brine.dump(("RPYC", "QUERY", (SERVICE_NAME,))))
-            reply = b""
-            while len(reply) <= cls.MAX_REPLY_BYTES:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        if not reply:
-            raise ValueError("closed without an answer")
-        try:
-            servers = brine.load(reply)
-        except Exception as exc:  # noqa: BLE001 - brine raises whatever its parser hits on bad bytes
-            raise ValueError(f"garbled answer ({type(exc).__name__})") from None
+    def query(cls, address: Address, timeout: float, tls_context: ssl.SSLContext | None = None) -> tuple[Address, ...]:
+        """One QUERY in RPyC's registry protocol (name_server.exchange); anything but a list of (host, port) is an error."""
+        servers = exchange(address, ("RPYC", "QUERY", (SERVICE_NAME,)), timeout, tls_context)
         if type(servers) is not tuple or not all(
             type(entry) is tuple and len(entry) == 2 and type(entry[0]) is str and type(entry[1]) is int for entry in servers
         ):
@@ -244,7 +310,9 @@ class TicketClient:
 
     `timeout` bounds a whole call, retries and failover included; `attempt_timeout` bounds one try on one
     server, so a hung server costs that much before the next is tried. A custom `breaker_factory` must
-    build breakers that classify with `is_server_failure`.
+    build breakers that classify with `is_server_failure`. With `cafile`, every connection (to name servers
+    and ticket servers) is TLS and must present a certificate signed by that CA for the host dialled; the
+    context is built once here, so a bad file fails at once (`tls.TLSConfigError`).
     """
 
     def __init__(
@@ -257,12 +325,14 @@ class TicketClient:
         retry: RetryPolicy | None = None,
         breaker_factory: Callable[[str], CircuitBreaker] | None = None,
         rng: random.Random | None = None,
+        cafile: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.retry = retry or RetryPolicy()
         self._fixed = tuple(parse_address(s) for s in servers)
-        self.discovery = NameServerClient(name_servers)
+        self._tls = optional_client_context(cafile)
+        self.discovery = NameServerClient(name_servers, tls_context=self._tls)
         self._rng = rng or random.Random()
         self._make_breaker = breaker_factory or (
             lambda name: CircuitBreaker(name, failure_threshold=2, reset_timeout=2.0, is_failure=is_server_failure)
@@ -454,6 +524,7 @@ class TicketClient:
         reasons: list[str] = []
         round_number = 0
         while True:
+            refused: set[str] = set()
             for address in self._candidates(refresh=round_number > 0, remaining=deadline - time.monotonic(), first=first):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -468,6 +539,8 @@ class TicketClient:
                     continue
                 except _Failed as exc:
                     reasons.append(f"{name}: {exc}")
+                    if exc.final:
+                        refused.add(name)
                     if exc.sent and not idempotent:
                         raise Unavailable(
                             f"{name} failed after receiving the {method} request ({exc}); it may or may not have been applied"
@@ -475,6 +548,11 @@ class TicketClient:
                     continue
                 self._preferred = address
                 return result
+            if refused and refused == set(tried):
+                raise Unavailable(f"No ticket server can be used with this terminal's settings (tried {', '.join(tried)}); "
+                                  f"last error: {reasons[-1]}")
+            if not tried and not self._fixed and self.discovery.refused:
+                raise Unavailable(f"No ticket server known: {self.discovery.last_error}")
             round_number += 1
             remaining = deadline - time.monotonic()
             if self.retry.gives_up(round_number, remaining):
@@ -518,7 +596,7 @@ class TicketClient:
             connection = self._connections.get(address)
         if connection is not None and not connection.closed:
             return connection
-        connection = _dial(address, deadline)
+        connection = _dial(address, deadline, self._tls)
         with self._lock:
             previous = self._connections.get(address)
             if previous is not None and not previous.closed:
@@ -538,6 +616,8 @@ class TicketClient:
         deadline = time.monotonic() + timeout
         try:
             connection = self._connection(address, deadline)
+        except TLSRefused as exc:
+            raise _Failed(str(exc), sent=False, final=True) from None
         except (OSError, EOFError) as exc:
             raise _Failed(f"cannot connect ({exc or type(exc).__name__})", sent=False) from None
         connection._config["sync_request_timeout"] = _left(deadline)
@@ -795,7 +875,9 @@ class CallbackLine:
             connection = self._connection if self._address == address else None
         if connection is None or connection.closed:
             try:
-                connection = _dial(address, deadline)
+                connection = _dial(address, deadline, self._client._tls)
+            except TLSRefused as exc:
+                raise _Failed(str(exc), sent=False, final=True) from None
             except (OSError, EOFError) as exc:
                 raise _Failed(f"cannot connect ({exc or type(exc).__name__})", sent=False) from None
             self._install(connection, address)

@@ -1,4 +1,4 @@
-"""A whole box office on one machine: a name server and ticket servers as child processes.
+"""A whole box office on one machine: name servers and ticket servers as child processes, in plain text or TLS.
 
 `cli.py demo` and `cli.py tour` start their systems through this; tests start theirs the same way by
 hand. Each child writes its output to a log file, so nothing is lost however the parent ends, and
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from client_core import NameServerClient, parse_address
+from tls import TLSFiles, optional_client_context
 
 HERE = Path(__file__).resolve().parent
 READY_SECONDS = 20.0
@@ -91,9 +92,11 @@ def start_child(name: str, args: Sequence[str], log: Path, ready: str) -> Child:
         time.sleep(POLL_SECONDS)
 
 
-def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM (or, with kill, SIGKILL at once), then SIGKILL whatever is still running after the grace period."""
-    if child.alive():
+def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECONDS, signalled: bool = False) -> None:
+    """SIGTERM (or, with kill, SIGKILL at once; or nothing when `signalled` says it was sent already), then SIGKILL
+    whatever is still running after the grace period. One SIGTERM only: a second one landing inside the first's
+    handler can deadlock a child whose handler sets a threading.Event."""
+    if child.alive() and not signalled:
         child.popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     try:
         child.popen.wait(timeout=grace)
@@ -103,30 +106,35 @@ def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECON
 
 
 class LocalCluster:
-    """A name server and ticket servers sharing one SQLite file in `data`."""
+    """Name servers and ticket servers sharing one SQLite file in `data`; every server registers with every
+    name server. Given `tls` (certificate, key and CA files), every hop is TLS."""
 
     def __init__(
         self,
         data: Path,
         *,
         servers: int = 2,
+        name_servers: int = 1,
         ns_port: int = 0,
         port_base: int = 0,
         server_args: Sequence[str] = (),
         ttl: float | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.db = self.data / "tickets.db"
         self.server_count = servers
+        self.name_server_count = name_servers
         self.server_args = tuple(server_args)
         self.ttl = ttl
-        self.name_server: Child | None = None
+        self.tls = tls
+        self.name_servers: list[Child] = []
         self.servers: list[Child] = []
         self.moved: list[str] = []
         """Ports that were busy, as sentences for the user ("the name server uses 40123, 18811 is busy")."""
         taken: set[int] = set()
-        self.ns_port = self._port(ns_port, taken, "name server")
+        self.ns_ports = [self._port(ns_port + i if ns_port else 0, taken, self._ns_name(i)) for i in range(name_servers)]
         self.server_ports = [self._port(port_base + i if port_base else 0, taken, f"ticket server {i + 1}") for i in range(servers)]
 
     def _port(self, wanted: int, taken: set[int], what: str) -> int:
@@ -135,33 +143,64 @@ class LocalCluster:
             self.moved.append(f"Port {wanted} is busy; the {what} uses port {port} instead.")
         return port
 
+    def _ns_name(self, index: int) -> str:
+        return "name server" if self.name_server_count == 1 else f"name server {index + 1}"
+
+    @property
+    def ns_port(self) -> int:
+        return self.ns_ports[0]
+
+    @property
+    def name_server(self) -> Child | None:
+        """The first name server (the only one, unless several were asked for)."""
+        return next((child for child in self.name_servers if child.port == self.ns_port), None)
+
     @property
     def name_server_address(self) -> str:
         return f"127.0.0.1:{self.ns_port}"
 
+    @property
+    def name_server_addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ns_ports]
+
+    @property
+    def cafile(self) -> str | None:
+        """What a terminal of this cluster passes as `cafile` (None in plain text)."""
+        return self.tls.cafile if self.tls else None
+
     def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
-        """Name server, then ticket servers one at a time (the first creates the database), then wait until
-        the name server lists every one, so the first command finds them all."""
-        progress("Starting the name server…")
-        self.start_name_server()
+        """Name servers, then ticket servers one at a time (the first creates the database), then wait until
+        every name server lists every one, so the first command finds them all."""
+        for index in range(len(self.ns_ports)):
+            progress(f"Starting the {self._ns_name(index)}…")
+            self.start_name_server(index)
         for number, port in enumerate(self.server_ports, start=1):
             progress(f"Starting ticket server {number} of {self.server_count} on port {port}…")
             self.start_server(port)
-        progress("Waiting for the name server to list every ticket server…")
+        progress("Waiting for the name servers to list every ticket server…")
         self.wait_until_listed(self.server_ports)
 
-    def start_name_server(self) -> Child:
-        args = ["name_server.py", "--port", str(self.ns_port)]
+    def start_name_server(self, index: int = 0) -> Child:
+        """Start (or restart) the name server number `index` (0: the first), on its port; its log keeps growing."""
+        port = self.ns_ports[index]
+        args = ["name_server.py", "--port", str(port)]
         if self.ttl is not None:
             args += ["--ttl", str(self.ttl)]
-        self.name_server = start_child("name server", args, self.data / "name-server.log", "Name server listening on")
-        return self.name_server
+        if self.tls is not None:
+            args += self.tls.name_server_args()
+        log = self.data / ("name-server.log" if index == 0 else f"name-server-{index + 1}.log")
+        child = start_child(self._ns_name(index), args, log, "Name server listening on")
+        self.name_servers = [c for c in self.name_servers if c.port != port] + [child]
+        self.name_servers.sort(key=lambda c: self.ns_ports.index(c.port))
+        return child
 
     def start_server(self, port: int) -> Child:
-        """Start (or restart) the ticket server on `port`."""
+        """Start (or restart) the ticket server on `port`, registering with every name server."""
+        name_server_args = [arg for address in self.name_server_addresses for arg in ("--name-server", address)]
+        tls_args = self.tls.server_args() if self.tls else []
         child = start_child(
             f"ticket server {port}",
-            ["server.py", "--port", str(port), "--db", str(self.db), "--name-server", self.name_server_address, *self.server_args],
+            ["server.py", "--port", str(port), "--db", str(self.db), *name_server_args, *tls_args, *self.server_args],
             self.data / f"server-{port}.log",
             "Ticket server listening on",
         )
@@ -171,27 +210,30 @@ class LocalCluster:
     def server(self, port: int) -> Child:
         return next(s for s in self.servers if s.port == port)
 
-    def listed(self) -> set[int]:
-        """Ports of the ticket servers the name server lists right now."""
-        discovery = NameServerClient([self.name_server_address], timeout=1.0)
+    def listed(self, address: str | None = None) -> set[int]:
+        """Ports of the ticket servers one name server (by default the first) lists right now."""
+        discovery = NameServerClient([address or self.name_server_address], timeout=1.0, tls_context=optional_client_context(self.cafile))
         discovery.refresh()
         return {port for _, port in discovery.cached}
 
     def wait_until_listed(self, ports: Sequence[int], listed: bool = True, timeout: float = READY_SECONDS) -> None:
-        """Until the name server lists (or, with listed=False, no longer lists) each of `ports`."""
+        """Until every running name server lists (or, with listed=False, no longer lists) each of `ports`."""
         wanted = set(ports)
         deadline = time.monotonic() + timeout
-        while True:
-            now = self.listed()
-            if (wanted <= now) if listed else not (wanted & now):
-                return
-            if time.monotonic() >= deadline:
-                state = "does not list" if listed else "still lists"
-                raise LaunchError(f"the name server {self.name_server_address} {state} ports {sorted(wanted)}")
-            time.sleep(POLL_SECONDS)
+        for child in self.name_servers:
+            if not child.alive():
+                continue
+            while True:
+                now = self.listed(child.address)
+                if (wanted <= now) if listed else not (wanted & now):
+                    break
+                if time.monotonic() >= deadline:
+                    state = "does not list" if listed else "still lists"
+                    raise LaunchError(f"the name server {child.address} {state} ports {sorted(wanted)}")
+                time.sleep(POLL_SECONDS)
 
     def stop(self) -> None:
-        """Ticket servers first, so they can unregister while the name server still listens. A second Ctrl-C
+        """Ticket servers first, so they can unregister while the name servers still listen. A second Ctrl-C
         or SIGTERM must not cut this short and leave orphans behind."""
         in_main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
@@ -201,15 +243,15 @@ class LocalCluster:
                 if child.alive():
                     child.popen.terminate()
             for child in self.servers:
+                stop_child(child, signalled=True)
+            for child in self.name_servers:
                 stop_child(child)
-            if self.name_server is not None:
-                stop_child(self.name_server)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     def children(self) -> list[Child]:
-        return ([self.name_server] if self.name_server else []) + self.servers
+        return self.name_servers + self.servers
 
     def __enter__(self) -> Self:
         return self

@@ -11,8 +11,12 @@ validation error, and never delays anybody else's answer.
 Registrations are soft state: an entry not refreshed within `ttl` seconds is gone, and nothing is persisted, because
 servers re-register every couple of seconds; a restarted name server is complete again after one heartbeat.
 
-    python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6]
-    (or BILHETERIA_NS_HOST / BILHETERIA_NS_PORT / BILHETERIA_NS_TTL; flags win over the environment)
+With a certificate and key it speaks only TLS, handshaking without blocking the loop (a client that stalls in
+its handshake meets the same deadline as one that stalls in its request). `exchange` is the client side of the
+protocol, over plain TCP or TLS, used by the ticket servers to register and by the terminals to discover.
+
+    python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6] [--certfile CERT --keyfile KEY]
+    (or BILHETERIA_NS_HOST / _NS_PORT / _NS_TTL / _NS_CERTFILE / _NS_KEYFILE; flags win over the environment)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -32,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from rpyc.core import brine
+
+import tls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18811
@@ -115,6 +122,8 @@ def decode_request(data: bytes) -> tuple[str, tuple] | None:
     brine is not self-delimiting and silently short-reads, so half a request can load as a different, shorter
     value; a request counts as complete only when re-encoding it gives back exactly the bytes received.
     """
+    if tls.looks_like_tls(data):
+        raise BadRequest("a TLS handshake, but this name server speaks plain text (TLS needs --certfile and --keyfile)")
     if not any(data.startswith(h) or h.startswith(data) for h in _HEADERS):
         raise BadRequest("not an RPyC registry request")
     try:
@@ -149,17 +158,24 @@ class _Connection:
     opened: float
     inbox: bytearray = field(default_factory=bytearray)
     outbox: bytes = b""
+    plain: bool = True
+    """Not yet wrapped: a TLS name server first looks at the first byte, to tell a plain-text client apart."""
+    handshaking: bool = False
+    waiting_for: int = selectors.EVENT_READ
 
 
 class NameServer:
     """The registry behind a single-threaded selectors loop. Binds in the constructor, so `.port` is known
-    at once (port 0 picks a free one). Use `serve_forever()` + `close()`, or `with NameServer(port=0) as ns:`
-    to serve from a background thread for the duration of the block.
+    at once (port 0 picks a free one). With `tls_context` every connection must handshake first. Use
+    `serve_forever()` + `close()`, or `with NameServer(port=0) as ns:` to serve from a background thread for the
+    duration of the block.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ttl: float = DEFAULT_TTL, *,
-                 deadline: float = 2.0, max_request: int = 4096, max_connections: int = 1024) -> None:
+                 deadline: float = 2.0, max_request: int = 4096, max_connections: int = 1024,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.registry = Registry(ttl)
+        self.tls_context = tls_context
         self.deadline = deadline  # a connection must have its answer by then, whatever it sends
         self.max_request = max_request
         self.max_connections = max_connections
@@ -250,36 +266,97 @@ class NameServer:
 
     def _serve(self, conn: _Connection, events: int) -> None:
         try:
-            if events & selectors.EVENT_READ:
-                self._read(conn)
-            else:
-                self._write(conn)
+            self._advance(conn)
         except Exception:  # a bug met by one client must not take the name server away from all the others
             log.exception("dropped %s:%d after an internal error", *conn.peer)
             if conn.sock in self._connections:
                 self._drop(conn)
 
-    def _read(self, conn: _Connection) -> None:
+    def _advance(self, conn: _Connection) -> None:
+        """Take the connection as far as it goes without waiting: TLS handshake, request, answer.
+
+        Each step reads or writes until the socket (or the TLS layer) would block, so plaintext already
+        decrypted and buffered inside the TLS object, which select() cannot see, is never left behind.
+        """
         try:
-            chunk = conn.sock.recv(self.max_request + 1 - len(conn.inbox))
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            return self._drop(conn)
-        conn.inbox += chunk
-        try:
-            if len(conn.inbox) > self.max_request:
-                raise BadRequest(f"request larger than {self.max_request} bytes")
-            request = decode_request(bytes(conn.inbox))
-        except BadRequest as exc:
-            log.warning("dropped %s:%d: %s", *conn.peer, exc)
-            return self._drop(conn)
-        if request is not None:
-            conn.outbox = brine.dump(self._answer(*request, host=conn.peer[0]))
-            self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            if conn.plain and self.tls_context is not None and not self._start_tls(conn):
+                return
+            if conn.handshaking:
+                conn.sock.do_handshake()
+                conn.handshaking = False
+            if not conn.outbox and not self._read(conn):
+                return
             self._write(conn)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            self._wait(conn, selectors.EVENT_READ)
+        except ssl.SSLWantWriteError:
+            self._wait(conn, selectors.EVENT_WRITE)
+        except OSError as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+            log.warning("dropped %s:%d: TLS handshake failed (%s)", *conn.peer, reason or type(exc).__name__)
+            self._drop(conn)
+
+    def _start_tls(self, conn: _Connection) -> bool:
+        """Wrap the socket once the client's first byte is in; a plain-text client is told so and dropped."""
+        first = conn.sock.recv(1, socket.MSG_PEEK)
+        if not first:
+            self._drop(conn)
+            return False
+        if not tls.starts_handshake(first):
+            log.warning("dropped %s:%d: a plain-text client, but this name server speaks TLS", *conn.peer)
+            self._refuse_plain_text(conn)
+            return False
+        self._selector.unregister(conn.sock)
+        del self._connections[conn.sock]
+        assert self.tls_context is not None
+        conn.sock = self.tls_context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+        conn.plain, conn.handshaking = False, True
+        self._connections[conn.sock] = conn
+        self._selector.register(conn.sock, conn.waiting_for, conn)
+        return True
+
+    def _refuse_plain_text(self, conn: _Connection) -> None:
+        """Read what arrived (so closing sends no reset that could discard the alert), answer with the alert.
+        One read: a registry request fits in `max_request`, and a client that sends more gets no more of our time."""
+        try:
+            conn.sock.recv(self.max_request)
+        except OSError:
+            pass
+        try:
+            conn.sock.send(tls.PROTOCOL_VERSION_ALERT)
+        except OSError:
+            pass
+        self._drop(conn)
+
+    def _wait(self, conn: _Connection, event: int) -> None:
+        if conn.sock in self._connections and conn.waiting_for != event:
+            self._selector.modify(conn.sock, event, conn)
+            conn.waiting_for = event
+
+    def _read(self, conn: _Connection) -> bool:
+        """Read until the request is complete (True) or the socket would block (raises); False once dropped."""
+        while True:
+            try:
+                chunk = conn.sock.recv(self.max_request + 1 - len(conn.inbox))
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._drop(conn)
+                return False
+            conn.inbox += chunk
+            try:
+                if len(conn.inbox) > self.max_request:
+                    raise BadRequest(f"request larger than {self.max_request} bytes")
+                request = decode_request(bytes(conn.inbox))
+            except BadRequest as exc:
+                log.warning("dropped %s:%d: %s", *conn.peer, exc)
+                self._drop(conn)
+                return False
+            if request is not None:
+                conn.outbox = brine.dump(self._answer(*request, host=conn.peer[0]))
+                return True
 
     def _answer(self, command: str, args: tuple, host: str) -> object:
         if command == "QUERY":
@@ -293,14 +370,18 @@ class NameServer:
         return "OK"
 
     def _write(self, conn: _Connection) -> None:
-        try:
-            conn.outbox = conn.outbox[conn.sock.send(conn.outbox):]
-        except BlockingIOError:
-            return
-        except OSError:  # e.g. UNREGISTER: the stock client hangs up without reading the answer
-            conn.outbox = b""
-        if not conn.outbox:
-            self._drop(conn)
+        """Send the answer until done (then close) or until the socket would block (raises)."""
+        while conn.outbox:
+            try:
+                conn.outbox = conn.outbox[conn.sock.send(conn.outbox):]
+            except BlockingIOError:
+                self._wait(conn, selectors.EVENT_WRITE)
+                return
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except OSError:  # e.g. UNREGISTER: the stock client hangs up without reading the answer
+                conn.outbox = b""
+        self._drop(conn)
 
     def _drop(self, conn: _Connection) -> None:
         del self._connections[conn.sock]
@@ -317,6 +398,38 @@ class NameServer:
             sock.close()
         self._selector.close()
         log.info("stopped")
+
+
+MAX_REPLY_BYTES = 65536
+
+
+def exchange(address: Address, request: tuple, timeout: float, tls_context: ssl.SSLContext | None = None) -> object:
+    """One request of the registry protocol as a client: connect (and handshake), send, read the answer until the
+    name server closes, decode it; all within `timeout`. Anything late, short or malformed raises (`OSError` or
+    `ValueError`), so a failure is never mistaken for an empty answer."""
+    deadline = time.monotonic() + timeout
+    with tls.connect(address, timeout, tls_context) as sock:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        sock.sendall(brine.dump(request))
+        reply = b""
+        while len(reply) <= MAX_REPLY_BYTES:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    if tls.looks_like_tls(reply):
+        raise tls.plain_text_refused()
+    if not reply:
+        raise ValueError("closed without an answer")
+    try:
+        answer = brine.load(reply)
+        complete = brine.dump(answer) == reply
+    except Exception as exc:  # noqa: BLE001 - brine raises whatever its parser hits on bad bytes
+        raise ValueError(f"garbled answer ({type(exc).__name__})") from None
+    if not complete:
+        raise ValueError("truncated or padded answer")
+    return answer
 
 
 def _setting(flag: str, env: str, default: str, convert: Callable[[str], object], what: str) -> dict:
@@ -350,16 +463,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", **_setting("--host", "BILHETERIA_NS_HOST", DEFAULT_HOST, str, "address to listen on"))
     parser.add_argument("--port", **_setting("--port", "BILHETERIA_NS_PORT", str(DEFAULT_PORT), _port, "TCP port"))
     parser.add_argument("--ttl", **_setting("--ttl", "BILHETERIA_NS_TTL", "6", _ttl, "seconds a registration lives"))
+    parser.add_argument("--certfile", default=os.environ.get("BILHETERIA_NS_CERTFILE"),
+                        help="PEM certificate: speak only TLS (with --keyfile; env BILHETERIA_NS_CERTFILE)")
+    parser.add_argument("--keyfile", default=os.environ.get("BILHETERIA_NS_KEYFILE"),
+                        help="PEM private key of --certfile (env BILHETERIA_NS_KEYFILE)")
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together (or BILHETERIA_NS_CERTFILE and BILHETERIA_NS_KEYFILE)")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server = NameServer(args.host, args.port, args.ttl)
+        context = tls.server_context(args.certfile, args.keyfile) if args.certfile else None
+    except tls.TLSConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        server = NameServer(args.host, args.port, args.ttl, tls_context=context)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.close())
-    log.info("registrations live %.1f s without a heartbeat", args.ttl)
+    log.info("registrations live %.1f s without a heartbeat; %s", args.ttl, "TLS only" if context else "plain text")
     print(f"Name server listening on {server.host}:{server.port}", flush=True)
     server.serve_forever()
     return 0

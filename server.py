@@ -22,6 +22,7 @@ import secrets
 import signal
 import socket
 import sqlite3
+import ssl
 import sys
 import tempfile
 import threading
@@ -37,13 +38,14 @@ from rpyc.core.channel import Channel
 from rpyc.core.netref import BaseNetref
 from rpyc.core.stream import SocketStream
 from rpyc.utils.helpers import classpartial
-from rpyc.utils.registry import TCPRegistryClient
 from rpyc.utils.server import ThreadedServer
 
+import tls
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS, SectorSpec, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
 from live import LiveFeed
 from mailer import Mailer, SmtpSettings, add_mail_arguments
+from name_server import exchange
 from records import ServerStatus, to_wire
 
 VERSION = "0.1.0"
@@ -505,6 +507,10 @@ class FrameTooLarge(ValueError):
     """A client sent, or would have us inflate, a message beyond MAX_FRAME_BYTES."""
 
 
+class TLSClient(ValueError):
+    """A TLS client reached this plain-text server."""
+
+
 class BoundedChannel(Channel):
     """RPyC's framing with a ceiling: a frame may neither claim nor inflate to more than MAX_FRAME_BYTES.
 
@@ -515,7 +521,10 @@ class BoundedChannel(Channel):
     __slots__ = ()
 
     def recv(self) -> bytes:
-        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
+        header = self.stream.read(self.FRAME_HEADER.size)
+        if tls.looks_like_tls(header):
+            raise TLSClient("a TLS handshake, but this server speaks plain text (TLS needs --certfile and --keyfile)")
+        length, compressed = self.FRAME_HEADER.unpack(header)
         if length > MAX_FRAME_BYTES:
             raise FrameTooLarge(f"a frame of {length} bytes")
         data = self.stream.read(length + len(self.FLUSHER))[: -len(self.FLUSHER)]
@@ -529,12 +538,48 @@ class BoundedChannel(Channel):
 
 
 class TicketServer(ThreadedServer):
-    """RPyC's threaded server with bounded frames and one log line (not two tracebacks) per broken connection."""
+    """RPyC's threaded server with bounded frames, optional TLS, and one log line (not two tracebacks) per
+    broken connection. The TLS handshake runs on the connection's own thread, bounded by a deadline, so a slow
+    or silent client never holds up the accept loop."""
+
+    tls_context: ssl.SSLContext | None = None
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         """Serve until the peer leaves; a peer that breaks the protocol is cut off at once, without the polite
         goodbye (RPyC's close waits for the peer's answer, which a broken peer never sends)."""
         peer = sock.getpeername()
+        if self.tls_context is None:
+            return self._serve_connection(sock, peer, credentials)
+        secured = self._handshake(sock, peer)
+        if secured is None:
+            return None
+        self.clients.add(secured)  # so that close() reaches it: `sock` itself was detached by the wrapping
+        try:
+            return self._serve_connection(secured, peer, credentials)
+        finally:
+            self.clients.discard(secured)
+
+    def _handshake(self, sock: socket.socket, peer: tuple) -> ssl.SSLSocket | None:
+        """The TLS socket, or None after one log line: a plain-text client is told with a TLS alert."""
+        assert self.tls_context is not None
+        sock.settimeout(tls.HANDSHAKE_SECONDS)
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+            if not first:
+                return None
+            if not tls.starts_handshake(first):
+                log.warning("refused %s:%s: a plain-text client, but this server speaks TLS", peer[0], peer[1])
+                tls.refuse_plain_text(sock)
+                return None
+            secured = self.tls_context.wrap_socket(sock, server_side=True)
+        except OSError as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else (exc.strerror or str(exc) or type(exc).__name__)
+            log.warning("refused %s:%s: TLS handshake failed (%s)", peer[0], peer[1], reason)
+            return None
+        secured.settimeout(None)
+        return secured
+
+    def _serve_connection(self, sock: socket.socket, peer: tuple, credentials: Any) -> None:
         config = dict(self.protocol_config, credentials=credentials, endpoints=(sock.getsockname(), peer), logger=self.logger)
         channel = BoundedChannel(SocketStream(sock))
         connection = self.service._connect(channel, config)
@@ -554,48 +599,70 @@ class TicketServer(ThreadedServer):
 
 
 class Registrar:
-    """Keeps this server registered with every name server: soft state refreshed by a heartbeat."""
+    """Keeps this server registered with every name server: soft state refreshed by a heartbeat.
 
-    def __init__(self, name_servers: list[tuple[str, int]], port: int, interval: float = HEARTBEAT_SECONDS) -> None:
-        quiet = logging.getLogger("bilheteria.registrar.rpyc")
-        quiet.setLevel(logging.CRITICAL)
-        self.clients = [TCPRegistryClient(host, ns_port, timeout=1.0, logger=quiet) for host, ns_port in name_servers]
+    Each name server has its own heartbeat thread, so a dead or hung one costs only its own attempts, never
+    a late registration with the others.
+    """
+
+    def __init__(self, name_servers: list[tuple[str, int]], port: int, interval: float = HEARTBEAT_SECONDS, *,
+                 timeout: float = 1.0, tls_context: ssl.SSLContext | None = None) -> None:
+        self.name_servers = list(name_servers)
         self.port = port
         self.interval = interval
+        self.timeout = timeout
+        self.tls_context = tls_context
         self.stopped = threading.Event()
         self.reachable: dict[str, bool] = {}
 
     def start(self) -> None:
-        """Register once now, so a server that says it is ready is also listed, then keep the heartbeat."""
-        self.register_once()
-        threading.Thread(target=self._loop, name="registrar", daemon=True).start()
+        """Register with every name server at once, wait for those first attempts (each bounded by `timeout`),
+        so a server that says it is ready is also listed, then keep one heartbeat per name server."""
+        attempted = []
+        for address in self.name_servers:
+            first = threading.Event()
+            attempted.append(first)
+            threading.Thread(target=self._heartbeat, args=(address, first), name=f"registrar-{address[0]}:{address[1]}",
+                             daemon=True).start()
+        deadline = time.monotonic() + self.timeout + 0.5
+        for first in attempted:
+            first.wait(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self) -> None:
+    def _heartbeat(self, address: tuple[str, int], attempted: threading.Event) -> None:
+        self.register_once(address)
+        attempted.set()
         while not self.stopped.wait(self.interval):
-            self.register_once()
+            self.register_once(address)
 
-    def register_once(self) -> None:
-        for client in self.clients:
-            where = f"{client.ip}:{client.port}"
-            try:
-                ok = bool(client.register((SERVICE_NAME,), self.port))
-            except OSError:
-                ok = False
-            if ok != self.reachable.get(where):
-                if ok:
-                    log.info("registered %s port %d with name server %s", SERVICE_NAME, self.port, where)
-                else:
-                    log.warning("name server %s unreachable; will keep trying every %.0f s", where, self.interval)
-                self.reachable[where] = ok
+    def register_once(self, address: tuple[str, int]) -> None:
+        where = f"{address[0]}:{address[1]}"
+        try:
+            ok = exchange(address, ("RPYC", "REGISTER", ((SERVICE_NAME,), self.port)), self.timeout, self.tls_context) == "OK"
+            reason = ""
+        except (OSError, ValueError) as exc:
+            ok, reason = False, f" ({getattr(exc, 'strerror', None) or exc})"
+        if ok != self.reachable.get(where):
+            if ok:
+                log.info("registered %s port %d with name server %s", SERVICE_NAME, self.port, where)
+            else:
+                log.warning("name server %s unreachable%s; will keep trying every %.0f s", where, reason, self.interval)
+            self.reachable[where] = ok
 
     def stop(self) -> None:
+        """Stop the heartbeats and unregister from every name server at once (each bounded by `timeout`)."""
         self.stopped.set()
-        for client in self.clients:
-            try:
-                client.unregister(self.port)
-            except OSError:
-                continue
-            log.info("unregistered port %d from name server %s:%d", self.port, client.ip, client.port)
+        leaving = [threading.Thread(target=self._unregister, args=(address,), daemon=True) for address in self.name_servers]
+        for thread in leaving:
+            thread.start()
+        for thread in leaving:
+            thread.join(self.timeout + 0.5)
+
+    def _unregister(self, address: tuple[str, int]) -> None:
+        try:
+            exchange(address, ("RPYC", "UNREGISTER", (self.port,)), self.timeout, self.tls_context)
+        except (OSError, ValueError):
+            return
+        log.info("unregistered port %d from name server %s:%d", self.port, *address)
 
 
 # -- configuration and main --------------------------------------------------------------------------
@@ -606,6 +673,11 @@ def host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+def host_ports(text: str) -> list[tuple[str, int]]:
+    """One HOST:PORT, or several separated by commas (as in BILHETERIA_NAME_SERVERS)."""
+    return [host_port(item.strip()) for item in text.split(",") if item.strip()]
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -640,8 +712,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "18861")))
     parser.add_argument("--db", default=env("DB", "tickets.db"), help="SQLite file (created on first start)")
-    parser.add_argument("--name-server", action="append", type=host_port, dest="name_servers",
-                        help="HOST:PORT of a name server; repeat for several (env BILHETERIA_NAME_SERVERS, comma-separated)")
+    parser.add_argument("--name-server", action="extend", type=host_ports, dest="name_servers",
+                        help="HOST:PORT of a name server; repeat or separate with commas for several "
+                             "(env BILHETERIA_NAME_SERVERS, comma-separated)")
     parser.add_argument("--hold-seconds", type=float, default=float(env("HOLD_SECONDS", str(DEFAULT_HOLD_SECONDS))))
     parser.add_argument("--max-per-order", type=int, default=int(env("MAX_PER_ORDER", str(DEFAULT_MAX_PER_ORDER))))
     parser.add_argument("--offer-seconds", type=float, default=float(env("OFFER_SECONDS", str(DEFAULT_OFFER_SECONDS))),
@@ -650,15 +723,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-demo", action="store_true", default=env("NO_DEMO", "") not in ("", "0"),
                         help="start a new database empty instead of with the demo catalogue")
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    parser.add_argument("--certfile", default=env("CERTFILE"),
+                        help="PEM certificate: accept only TLS connections (with --keyfile; env BILHETERIA_CERTFILE)")
+    parser.add_argument("--keyfile", default=env("KEYFILE"), help="PEM private key of --certfile (env BILHETERIA_KEYFILE)")
+    parser.add_argument("--cafile", default=env("CAFILE"),
+                        help="PEM CA: talk TLS to the name servers, trusting only certificates it signed (env BILHETERIA_CAFILE)")
     add_mail_arguments(parser, env)
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together (or BILHETERIA_CERTFILE and BILHETERIA_KEYFILE)")
     if args.name_servers is None:
         listed = env("NAME_SERVERS", "127.0.0.1:18811") or ""
-        args.name_servers = [host_port(item.strip()) for item in listed.split(",") if item.strip()]
+        args.name_servers = host_ports(listed)
     return args
 
 
 def serve(args: argparse.Namespace) -> int:
+    try:
+        listen_tls = tls.server_context(args.certfile, args.keyfile) if args.certfile else None
+        name_server_tls = tls.optional_client_context(args.cafile)
+    except tls.TLSConfigError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         store = Store(
             args.db, hold_seconds=args.hold_seconds, max_per_order=args.max_per_order, offer_seconds=args.offer_seconds,
@@ -685,10 +771,11 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         store.close()
         return 1
+    server.tls_context = listen_tls
     box.server_id = box.live.server_id = f"{socket.gethostname()}:{server.port}"
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, lambda *_: _stop_once(stopping))
     server.listener.listen(socket.SOMAXCONN)  # before the readiness line: a client may connect the moment it is printed
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
     threading.Thread(target=_sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
@@ -696,8 +783,10 @@ def serve(args: argparse.Namespace) -> int:
     mailer = Mailer(store, SmtpSettings.from_args(args), worker=box.server_id, mail_from=args.mail_from)
     mailer.start()
     box.live.start()
-    registrar = Registrar(args.name_servers, server.port)
+    registrar = Registrar(args.name_servers, server.port, tls_context=name_server_tls)
     registrar.start()
+    log.info("clients connect with %s; name servers are reached with %s",
+             "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text")
     print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
     stopping.wait()
     log.info("shutting down: unregistering, finishing in-flight calls")
@@ -725,6 +814,14 @@ def _report_activity(counters: Counters, stopping: threading.Event, every: float
         last = now
         if calls:
             log.info("last %.0f s: %d calls, %d refusals, %d errors; %d connections open", every, calls, refusals, errors, connections)
+
+
+def _stop_once(stopping: threading.Event) -> None:
+    """The signal handler: stop listening for the signals first, so a second SIGTERM cannot interrupt this one while
+    it holds the event's lock (a handler runs on the main thread, and the lock is not reentrant)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    stopping.set()
 
 
 def _sweep(store: Store, stopping: threading.Event) -> None:

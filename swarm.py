@@ -49,6 +49,8 @@ class SwarmPlan:
     clients: int
     processes: int
     """0 runs every terminal as a thread of this process."""
+    cafile: str | None = None
+    """TLS: the CA the servers' certificates are signed by (None: plain text)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ def _run_terminal(plan: SwarmPlan, number: int, sold: Callable[[int], None]) -> 
     customer, email = _identity(number)
     request_id = uuid.uuid4().hex
     outages = 0
-    with TicketClient(plan.name_servers, plan.servers, plan.timeout) as client:
+    with TicketClient(plan.name_servers, plan.servers, plan.timeout, cafile=plan.cafile) as client:
         while plan.max_per_client is None or len(tally.reservations) < plan.max_per_client:
             tally.calls += 1
             try:
