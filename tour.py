@@ -31,7 +31,17 @@ from rich.text import Text
 from rpyc.utils.registry import TCPRegistryClient
 
 from circuit_breaker import CircuitBreaker
-from client_core import BreakerListener, Reservation, ReservationError, SoldOut, TicketClient, Unavailable, is_server_failure
+from client_core import (
+    AvailabilityUpdate,
+    BreakerListener,
+    Reservation,
+    ReservationError,
+    SoldOut,
+    TicketClient,
+    Unavailable,
+    WaitlistEntry,
+    is_server_failure,
+)
 from launcher import LaunchError, LocalCluster, choose_port, stop_child
 
 ADMIN_TOKEN = "tour-admin-token"
@@ -385,6 +395,52 @@ def chapter_concurrency(tour: Tour) -> list[Check]:
     ]
 
 
+def chapter_live(tour: Tour) -> list[Check]:
+    server_a, server_b = tour.live_servers()[:2]
+    with tour.client() as admin:
+        event_id = admin.create_event(ADMIN_TOKEN, "Sessão ao Vivo", "Sala da Tour", "2027-06-01T20:00:00-03:00",
+                                      [("Plateia", 4000, 1, 6)]).id
+    seen: list[tuple[float, AvailabilityUpdate]] = []
+    changed = threading.Event()
+    offers: list[WaitlistEntry] = []
+    offered = threading.Event()
+
+    def on_update(update: AvailabilityUpdate) -> None:
+        seen.append((time.perf_counter(), update))
+        changed.set()
+
+    with TicketClient(servers=[server_a]) as watcher, TicketClient(servers=[server_b]) as seller:
+        subscription = watcher.subscribe(event_id, on_update)
+        changed.wait(2.0)
+        tour.say(f"A watching terminal subscribed on [bold]{subscription.server}[/bold]; the server will call it back. "
+                 f"A selling terminal on [bold]{server_b}[/bold] sells seats A3 and A4.")
+        changed.clear()
+        sale = seller.reserve(event_id, 2, "Eva", "eva@example.com", confirm=True, seats=("A3", "A4"))
+        sold_at = time.perf_counter()
+        changed.wait(2.0)
+        arrival, update = seen[-1]
+        tour.say(f"{server_a} follows the ledger that {server_b} wrote, and pushed the change "
+                 f"{(arrival - sold_at) * 1000:.0f} ms after the sale answered: row A is now [bold]{update.states}[/bold] "
+                 f"(. free, s sold), {update.available} seats left.")
+        rest = seller.reserve(event_id, 4, "Fabi", "fabi@example.com", seats=("A1", "A2", "A5", "A6"))
+        entry = watcher.join_waitlist(event_id, 2, "Gil", "gil@example.com", on_offer=lambda e: (offers.append(e), offered.set()))
+        tour.say(f"The room is full. Gil joins the waitlist through {server_a} (entry {entry.id}, position {entry.position}); "
+                 f"then Fabi cancels through {server_b}.")
+        seller.cancel(rest.code, "fabi@example.com")
+        got_offer = offered.wait(3.0)
+        subscription.close()
+    if got_offer:
+        hold = offers[0]
+        tour.say(f"In the cancel's own transaction {server_b} held two seats for Gil (reservation {hold.code}); "
+                 f"{server_a} saw the offer in the ledger and called Gil's terminal back.")
+    return [
+        Check("the sale made on one server reached a subscriber of another within a second",
+              update.states[2:4] == "ss" and arrival - sold_at < 1.0 and sale.seats == ("A3", "A4")),
+        Check("the waitlist offer, made on the other server, reached its owner through a callback",
+              got_offer and offers[0].status == "offered" and offers[0].code is not None),
+    ]
+
+
 CHAPTERS = (
     Chapter(1, "RPC as middleware, and access transparency",
             "A remote procedure call looks like a local one; the middleware marshals the arguments into a "
@@ -401,6 +457,8 @@ CHAPTERS = (
             "makes the retry return the original sale instead of a second one.", chapter_exactly_once),
     Chapter(7, "Soft state", "The name server's table is rebuilt from heartbeats, so losing it loses nothing.",
             chapter_soft_state),
+    Chapter(8, "Live updates and callbacks", "Servers call terminals back: every server follows the shared ledger "
+            "and pushes each change to the terminals subscribed to it, whichever server made the change.", chapter_live),
 )
 
 
@@ -414,7 +472,7 @@ def run_tour(console: Console, auto: bool, data: Path | None = None) -> int:
                 cluster.start(progress=spinner.update)
             for chapter in CHAPTERS:
                 console.rule(f"[bold]{chapter.number}. {chapter.title}")
-                console.print(Panel(chapter.idea, border_style="cyan"))
+                console.print(Panel(chapter.idea, border_style="cyan"), soft_wrap=False)
                 try:
                     checks = chapter.run(tour)
                 except (ReservationError, Unavailable, LaunchError, OSError) as exc:
