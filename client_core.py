@@ -722,7 +722,7 @@ class Subscription:
             log.warning("ignored a malformed live update for event %d (%s)", self.event_id, type(exc).__name__)
             return
         with self._lock:
-            if self.closed or update.event_id != self.event_id or update.seq <= self._seen.get(update.sector, -1):
+            if self.closed or update.event_id != self.event_id or update.seq < self._seen.get(update.sector, -1):
                 return
             self._seen[update.sector] = update.seq
             self._pending[update.sector] = update

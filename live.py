@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import rpyc
@@ -33,6 +33,8 @@ MAX_TOTAL = 2000
 QUEUE_SIZE = 64
 ANSWER_SECONDS = 2.0
 BATCH = 1000
+HOLE_SECONDS = 1.0
+"""How long a missing ledger number is awaited before it is taken for a rolled-back transaction's."""
 WAITLIST_DETAIL = "waitlist:"
 FINAL_WAITLIST_ACTIONS = ("lapse", "leave")
 """After these the entry will never be offered again, so its watch ends."""
@@ -104,6 +106,48 @@ def cut(connection: rpyc.Connection) -> None:
         pass
 
 
+class LedgerCursor:
+    """Where the follower stands in the ledger.
+
+    A row's number is drawn when the row is written but the row shows when its transaction commits, so with
+    PostgreSQL row 7 may show after row 8 (SQLite's writers take turns, so there it never does). The cursor
+    re-reads from the first number it has not seen (`floor`), hands out only rows it has not handled, and
+    gives up on a missing number after HOLE_SECONDS: a rolled-back transaction's number never shows.
+    `top` only grows: the highest number handled, which labels every update.
+    """
+
+    def __init__(self, start: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.floor = self.top = start
+        self._clock = clock
+        self._seen: set[int] = set()
+        self._holes: dict[int, float] = {}
+
+    def fresh(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        """The rows of a read from `floor` not handled before; moves the floor past every number settled."""
+        new = [entry for entry in entries if entry.seq > self.floor and entry.seq not in self._seen]
+        self._seen.update(entry.seq for entry in new)
+        if entries:
+            self.top = max(self.top, entries[-1].seq)
+        now = self._clock()
+        for seq in range(self.floor + 1, self.top):
+            if seq not in self._seen:
+                self._holes.setdefault(seq, now)
+        while True:
+            following = self.floor + 1
+            if following in self._seen:
+                self._seen.discard(following)
+            elif now - self._holes.get(following, now) < HOLE_SECONDS or following not in self._holes:
+                break
+            self._holes.pop(following, None)
+            self.floor = following
+        return new
+
+    @property
+    def waiting(self) -> bool:
+        """A hole is open: read again soon, a late row may show."""
+        return bool(self._holes)
+
+
 class LiveFeed:
     """Subscriptions and waitlist watches of this server, and the one thread that follows the ledger for them."""
 
@@ -115,7 +159,7 @@ class LiveFeed:
         """token -> (event id, delivery)"""
         self._watchers: dict[int, Delivery] = {}
         """waitlist entry id -> delivery"""
-        self._last_seq = 0
+        self._cursor = LedgerCursor(0)
         self._epoch = 0
         """Grows whenever the feed wakes from idle and jumps to the ledger's end, so a read begun before is thrown away."""
         self._stopped = False
@@ -147,9 +191,9 @@ class LiveFeed:
             self._admit(connection)
             self._activate()
             self._subscribers[token] = (event.id, delivery)
-            seq = self._last_seq
+            seq = self._cursor.top
         try:
-            current = self._updates(event.id, {None: seq})
+            current = self._updates(event.id, {None}, seq)
         except BoxOfficeError:
             self._remove(delivery, "its first read failed", cut_connection=False)
             raise
@@ -213,7 +257,7 @@ class LiveFeed:
     def _activate(self) -> None:
         """Called with the lock held: waking from idle, start at the ledger's end (no replay of history)."""
         if not self._subscribers and not self._watchers:
-            self._last_seq = self.store.ledger_end()
+            self._cursor = LedgerCursor(self.store.ledger_end())
             self._epoch += 1
             self._lock.notify_all()
 
@@ -238,7 +282,8 @@ class LiveFeed:
                 self._lock.wait_for(lambda: self._stopped or self._subscribers or self._watchers)
                 if self._stopped:
                     return
-                since, epoch = self._last_seq, self._epoch
+                cursor, epoch = self._cursor, self._epoch
+                since = cursor.floor
             try:
                 entries = self.store.ledger(since, BATCH)
             except BoxOfficeError as exc:
@@ -250,32 +295,32 @@ class LiveFeed:
             if self._failing:
                 log.info("live feed reads the ledger again")
                 self._failing = False
-            if not entries:
-                self.store.engine.wait_for_ledger(0.5)
-                continue
             with self._lock:
                 if epoch != self._epoch:
                     continue
-                self._last_seq = entries[-1].seq
+                new = cursor.fresh(entries)
+            if not new:
+                self.store.engine.wait_for_ledger(0.1 if cursor.waiting else 0.5)
+                continue
             try:
-                self._publish(entries)
+                self._publish(new, cursor.top)
             except BoxOfficeError as exc:
                 log.warning("live feed could not read what rows %d to %d changed: %s; trying them again", since + 1, entries[-1].seq, exc)
                 with self._lock:
                     if epoch == self._epoch:
-                        self._last_seq = since
+                        self._cursor = LedgerCursor(since)
                 time.sleep(1.0)
             except Exception:  # the follower serves every subscriber, so it outlives a failure on some rows
                 log.exception("live feed failed on the ledger rows %d to %d; skipping them", since + 1, entries[-1].seq)
 
-    def _publish(self, entries: Iterable[LedgerEntry]) -> None:
+    def _publish(self, entries: Iterable[LedgerEntry], label: int) -> None:
         """One update per touched sector for the event's subscribers, and the offers for their watchers."""
-        touched: dict[int, dict[str | None, int]] = {}
+        touched: dict[int, set[str | None]] = {}
         offers: list[int] = []
         finished: list[int] = []
         for entry in entries:
             if entry.event_id is not None:
-                touched.setdefault(entry.event_id, {})[entry.sector] = entry.seq
+                touched.setdefault(entry.event_id, set()).add(entry.sector)
             entry_id = _waitlist_id(entry.detail)
             if entry_id is not None and entry.action == "offer":
                 offers.append(entry_id)
@@ -288,7 +333,7 @@ class LiveFeed:
             watched = {entry_id: self._watchers[entry_id] for entry_id in offers + finished if entry_id in self._watchers}
         for event_id, sectors in touched.items():
             if event_id in by_event:
-                payloads = [to_wire(update) for update in self._updates(event_id, sectors)]
+                payloads = [to_wire(update) for update in self._updates(event_id, sectors, label)]
                 for delivery in by_event[event_id]:
                     for payload in payloads:
                         delivery.put(payload)
@@ -307,20 +352,19 @@ class LiveFeed:
         delivery.stop()
         log.info("%s ended: the entry is no longer waiting", delivery.label)
 
-    def _updates(self, event_id: int, sectors: dict[str | None, int]) -> list[AvailabilityUpdate]:
-        """Where each touched sector stands now, labelled with the last ledger row that touched it
-        (a row without a sector touches them all)."""
+    def _updates(self, event_id: int, sectors: set[str | None], label: int) -> list[AvailabilityUpdate]:
+        """Where each touched sector stands now (a row without a sector touches them all), labelled with the
+        highest ledger number handled: the state was read after every row up to it that had committed."""
         try:
             event = self.store.get_event(event_id)
         except NotFound:
             return []
         updates = []
         for sector in event.sectors:
-            seq = max(sectors.get(sector.name, 0), sectors.get(None, 0))
             if sector.name not in sectors and None not in sectors:
                 continue
             states = self.store.seat_map(event_id, sector.name).states if sector.seated else ""
-            updates.append(AvailabilityUpdate(seq, event_id, sector.name, sector.available, sector.capacity, states, self.server_id))
+            updates.append(AvailabilityUpdate(label, event_id, sector.name, sector.available, sector.capacity, states, self.server_id))
         return updates
 
 

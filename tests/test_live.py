@@ -24,6 +24,8 @@ if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the p
 
 from client_core import AvailabilityUpdate, InvalidRequest, NotFound, TicketClient
 from database import Store
+from live import HOLE_SECONDS, LedgerCursor
+from records import LedgerEntry
 
 LOCAL = "127.0.0.1"
 SECTOR = "Geral"
@@ -267,3 +269,21 @@ def test_a_waitlist_watch_moves_when_its_server_dies_and_an_offer_made_meanwhile
         assert arrived.wait(15.0), "the watch moved to the surviving server and found the offer"
     (offered,) = offers
     assert (offered.id, offered.status, offered.quantity) == (entry.id, "offered", 1)
+
+
+def entry(seq: int) -> LedgerEntry:
+    return LedgerEntry(seq, "2027-01-01T00:00:00Z", "sell", "X", 1, SECTOR, 1)
+
+
+def test_the_cursor_hands_out_a_row_that_commits_late_once_and_gives_up_a_hole_after_a_while() -> None:
+    """PostgreSQL draws row numbers at insert and shows rows at commit: 7 may show after 8, and a rolled-back
+    transaction's number never shows. The cursor must hand out 7 when it comes and stop waiting for a hole."""
+    now = [100.0]
+    cursor = LedgerCursor(5, clock=lambda: now[0])
+    assert [e.seq for e in cursor.fresh([entry(6), entry(8), entry(10)])] == [6, 8, 10]
+    assert (cursor.floor, cursor.top, cursor.waiting) == (6, 10, True)
+    assert [e.seq for e in cursor.fresh([entry(7), entry(8), entry(10)])] == [7], "the late row, and nothing twice"
+    assert cursor.floor == 8
+    now[0] += HOLE_SECONDS + 0.1
+    assert [e.seq for e in cursor.fresh([entry(10), entry(11)])] == [11]
+    assert (cursor.floor, cursor.top, cursor.waiting) == (11, 11, False), "hole 9 given up, the floor caught up"
