@@ -97,7 +97,7 @@ class PromptConsole(Console):
             redraw = self._prompt is not None and self.is_terminal
             if redraw:
                 self._raw(ERASE_LINE + (LINE_UP + ERASE_LINE if self._clock is not None else ""))
-            self.print(renderable)
+            self.print(renderable, soft_wrap=False)
             if redraw:
                 if self._clock is not None:
                     self.print(self._clock())

@@ -6,20 +6,31 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pexpect
 import pytest
+from conftest import ADMIN_TOKEN
+from procs import ROOT, Transcript, plain_text
 from rich.console import Console
 from rich.text import Text
+from test_cli import CLEAN_ENV, CODE, run_cli, run_json
 
+from client_core import TicketClient
 from menu import PromptConsole
-from records import SeatMap
+from records import AvailabilityUpdate, Event, SeatMap, Sector
 from seating import label
 from views import hold_clock, seat_map_document, seat_map_view
+from watch import EventWatch
 
-ROW_LINE = re.compile(r"^([A-Z]) (.*) \1$")
+ROW_LINE = re.compile(r"^([A-Z]) (.*) \1\r?$")
 GLYPHS = {"○": "free", "◐": "held", "●": "sold", "◉": "yours"}
+ANA = ("--name", "Ana Souza", "--email", "ana@example.com")
 
 
 def seat_map(rows: int, seats_per_row: int, held: tuple[str, ...] = (), sold: tuple[str, ...] = ()) -> SeatMap:
@@ -123,3 +134,222 @@ def test_seat_and_waitlist_usage_errors_exit_2(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 2, (args, result.stdout, result.stderr)
     assert "usage:" in result.stderr
+
+
+class FakeSubscription:
+    server = "127.0.0.1:9"
+
+    def close(self) -> None:
+        self.server = None
+
+
+class FakeClient:
+    """Just what EventWatch asks of a TicketClient, so the order of readings and pushes can be chosen."""
+
+    def __init__(self) -> None:
+        self.on_update: Callable[[AvailabilityUpdate], None] | None = None
+
+    def subscribe(self, event_id: int, on_update: Callable[[AvailabilityUpdate], None]) -> FakeSubscription:
+        self.on_update = on_update
+        on_update(AvailabilityUpdate(4, event_id, "Pista", 7, 10, "", "server-a"))
+        return FakeSubscription()
+
+    def get_event(self, event_id: int) -> Event:
+        return Event(event_id, "Ópera", "Theatro", "2027-05-01T20:00:00-03:00", "on_sale",
+                     (Sector("Plateia", 12000, 6, 6, None, 2, 3), Sector("Pista", 5000, 10, 10)))
+
+    def get_seat_map(self, event_id: int, sector: str) -> SeatMap:
+        return SeatMap(event_id, sector, 2, 3, "......")
+
+
+def test_watch_keeps_the_newest_update_per_sector_and_names_the_subscriptions_server() -> None:
+    client = FakeClient()
+    watch = EventWatch(client, 5)  # type: ignore[arg-type]
+    watch.start()
+    assert watch.sectors == {"Plateia": (6, 6), "Pista": (7, 10)}, "a reading must not overwrite an earlier push"
+    assert client.on_update is not None
+    client.on_update(AvailabilityUpdate(9, 5, "Plateia", 4, 6, ".s..h.", "server-a"))
+    client.on_update(AvailabilityUpdate(8, 5, "Plateia", 6, 6, "......", "server-a"))
+    client.on_update(AvailabilityUpdate(10, 6, "Plateia", 0, 6, "ssssss", "server-a"))
+    text = render(watch.frame(), 80)
+    assert "Subscribed at 127.0.0.1:9" in text and "2 updates" in text
+    seats = drawn_seats(text)
+    assert (seats["A2"], seats["B2"], seats["A1"]) == ("sold", "held", "free")
+
+
+# -- against real servers ---------------------------------------------------------------------------------------
+
+
+def seated_event(cluster: Any, rows: int, seats_per_row: int) -> int:
+    with TicketClient([cluster.name_server_address]) as client:
+        event = client.create_event(ADMIN_TOKEN, "Ópera no Municipal", "Theatro", "2027-05-01T20:00:00-03:00",
+                                    [("Plateia", 12000, rows, seats_per_row)])
+    return event.id
+
+
+def terminal(cluster: Any, *args: str, columns: int = 80) -> tuple[pexpect.spawn, list[str]]:
+    """`cli.py ARGS` in a pseudo-terminal `columns` wide, its output kept for assertions."""
+    child = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address, *args], cwd=str(ROOT),
+                          env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=15, dimensions=(60, columns))
+    seen: list[str] = []
+    child.logfile_read = Transcript(seen)
+    return child, seen
+
+
+def screen_until(child: pexpect.spawn, seen: list[str], wanted: Callable[[str], Any], what: str, timeout: float = 15) -> Any:
+    """Read the terminal until `wanted(screen)` is truthy (screen: everything shown so far, without escapes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = wanted(plain_text("".join(seen)))
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never saw {what}; the screen:\n" + plain_text("".join(seen))[-3000:])
+        try:
+            child.read_nonblocking(65536, timeout=0.5)
+        except pexpect.TIMEOUT:
+            continue
+
+
+def answer(child: pexpect.spawn, *steps: tuple[str, str]) -> None:
+    for prompt, reply in steps:
+        child.expect(prompt)
+        child.sendline(reply)
+
+
+def test_seats_draws_the_servers_map_in_80_columns(cluster) -> None:
+    event_id = seated_event(cluster, 20, 30)
+    code, sold = run_json(cluster, "reserve", str(event_id), "--sector", "Plateia", "--seats", "A1 A2", "--confirm", *ANA)
+    assert (code, sold["seats"], sold["quantity"], sold["status"]) == (0, ["A1", "A2"], 2, "confirmed"), sold
+    code, held = run_json(cluster, "reserve", str(event_id), "--sector", "Plateia", "--seats", "c5-c8", *ANA)
+    assert (code, held["seats"], held["status"]) == (0, ["C5", "C6", "C7", "C8"], "held"), held
+
+    child, seen = terminal(cluster, "seats", str(event_id), "Plateia")
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = plain_text("".join(seen))
+    assert child.exitstatus == 0, screen
+    assert max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80, screen
+    seats = drawn_seats(screen)
+    assert len(seats) == 600 and "STAGE" in screen and "free 594" in screen
+    assert {name for name, state in seats.items() if state == "sold"} == {"A1", "A2"}
+    assert {name for name, state in seats.items() if state == "held"} == {"C5", "C6", "C7", "C8"}
+
+    code, document = run_json(cluster, "seats", str(event_id), "Plateia")
+    assert (code, document["sold_seats"], document["held_seats"], document["free"]) == (0, ["A1", "A2"], ["C5", "C6", "C7", "C8"], 594)
+
+
+def test_typed_selections_reach_the_server_and_bad_ones_never_leave_the_terminal(cluster) -> None:
+    event_id = seated_event(cluster, 4, 8)
+    reserve = ("reserve", str(event_id), "--sector", "Plateia", *ANA)
+    code, error = run_json(cluster, *reserve, "--seats", "E1")
+    assert (code, error["error"]) == (2, "SeatError") and "rows A-D, seats 1-8" in error["message"]
+    human = run_cli("--name-server", cluster.name_server_address, *reserve, "--seats", "A1 a1")
+    assert human.returncode == 2 and "Bad seats: a seat is named twice" in human.stderr
+    code, first = run_json(cluster, *reserve, "--seats", "A1 A2")
+    assert (code, first["seats"]) == (0, ["A1", "A2"]), first
+    code, clash = run_json(cluster, *reserve, "--seats", "A2-A4")
+    assert code == 1 and "A2" in clash["message"], clash
+    code, best = run_json(cluster, "reserve", str(event_id), "3", "--sector", "Plateia", *ANA)
+    assert code == 0 and len(best["seats"]) == 3, best
+    _, document = run_json(cluster, "seats", str(event_id), "Plateia")
+    assert sorted(document["held_seats"]) == sorted(["A1", "A2", *best["seats"]])
+
+
+def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(cluster) -> None:
+    event_id = seated_event(cluster, 20, 30)
+    child, seen = terminal(cluster)
+    try:
+        answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", "C5-C99"))
+        child.expect("there is no seat C99: rows A-T, seats 1-30")
+        answer(child, ("Seats, like", "C5-C8"), ("Name", "Ana Souza"), ("Email", "ana@example.com"), ("Category", "full"))
+        child.expect(r"(\d+:\d\d) left to pay")
+        shown = {child.match.group(1)}
+        child.expect("Confirm now")
+        while len(shown) < 2:
+            child.expect(r"(\d+:\d\d) left to pay", timeout=5)
+            shown.add(child.match.group(1))
+        answer(child, (r"\[y/n\]", "y"), ("Payment reference", "SLIP-0042"))
+        child.expect("Ticket")
+        child.expect("Choose")
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    screen = plain_text("".join(seen))
+    assert child.exitstatus == 0 and "Traceback" not in screen, screen
+    assert "C5 C6 C7 C8" in screen and max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80
+    code = CODE.search(screen.split("Ticket")[-1])[0]
+    with TicketClient([cluster.name_server_address]) as client:
+        reservation = client.get_reservation(code, "ana@example.com")
+    assert (reservation.status, reservation.seats) == ("confirmed", ("C5", "C6", "C7", "C8"))
+
+
+def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(cluster) -> None:
+    event_id = seated_event(cluster, 1, 2)
+    with TicketClient([cluster.name_server_address]) as client:
+        hold = client.reserve(event_id, 2, "Bia", "bia@example.com", sector="Plateia")
+        child, seen = terminal(cluster)
+        try:
+            answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", ""), ("Quantity", "2"), ("Name", "Ana Souza"),
+                   ("Email", "ana@example.com"), ("Category", "full"))
+            child.expect(r"Refused \(SoldOut\)")
+            answer(child, ("Join the waitlist", "y"))
+            child.expect(r"Waitlist entry\s+(\d+)")
+            entry_id = child.match.group(1)
+            child.expect("Choose")
+            client.cancel(hold.code, "bia@example.com")
+            child.expect("Waitlist offer")
+            offer = screen_until(child, seen, lambda screen: re.search(rf"held as {CODE.pattern} until", screen), "the offer's code")
+            child.expect("Choose")
+            answer(child, ("", "9"), ("Waitlist entry number", entry_id), ("Email", "ana@example.com"))
+            child.expect("offered")
+            answer(child, ("Choose", "q"))
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        screen = plain_text("".join(seen))
+        assert child.exitstatus == 0 and "Traceback" not in screen, screen
+        assert "A1 A2" in screen.split("Waitlist offer")[-1], screen
+        offered = CODE.search(offer[0])[0]
+        assert client.get_reservation(offered, "ana@example.com").seats == ("A1", "A2")
+
+    code, shown = run_json(cluster, "waitlist", "show", entry_id, "ana@example.com")
+    assert (code, shown["status"], shown["code"]) == (0, "offered", offered), shown
+    code, error = run_json(cluster, "waitlist", "show", entry_id, "someone@example.com")
+    assert (code, error["error"]) == (1, "NotFound")
+    code, joined = run_json(cluster, "waitlist", "join", str(event_id), "1", "Caio", "caio@example.com", "--sector", "Plateia")
+    assert (code, joined["status"], joined["position"]) == (0, "waiting", 1), joined
+    code, left = run_json(cluster, "waitlist", "leave", str(joined["id"]), "caio@example.com")
+    assert (code, left["status"]) == (0, "left"), left
+    code, confirmed = run_json(cluster, "confirm", offered, "ana@example.com", "--payment-ref", "SLIP-7")
+    assert (code, confirmed["status"], confirmed["seats"]) == (0, "confirmed", ["A1", "A2"]), confirmed
+
+
+def last_frame(screen: str, event_id: int) -> str:
+    return screen.split(f"Event {event_id} · ")[-1]
+
+
+def subscribed_port(frame: str) -> int | None:
+    found = re.search(r"Subscribed at 127\.0\.0\.1:(\d+)", frame)
+    return int(found.group(1)) if found else None
+
+
+def test_watch_follows_another_terminals_sale_and_survives_its_servers_death(cluster) -> None:
+    event_id = seated_event(cluster, 4, 8)
+    child, seen = terminal(cluster, "watch", str(event_id))
+    try:
+        first = screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)), "the server line")
+        assert run_json(cluster, "reserve", str(event_id), "--seats", "B3", "--confirm", *ANA)[0] == 0
+        screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("B3") == "sold", "B3 sold")
+        cluster.servers[first].kill()
+        screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)) not in (None, first), "another server")
+        assert run_json(cluster, "reserve", str(event_id), "--seats", "D8", *ANA)[0] == 0
+        screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("D8") == "held", "D8 held")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    screen = plain_text("".join(seen))
+    assert child.exitstatus == 130 and "Traceback" not in screen, screen
+    assert max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80
