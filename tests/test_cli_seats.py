@@ -5,6 +5,7 @@ clerk types, the payment step with its ticking clock, the waitlist offer popping
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 import threading
@@ -19,8 +20,9 @@ from conftest import ADMIN_TOKEN
 from procs import ROOT, Transcript, plain_text
 from rich.console import Console
 from rich.text import Text
-from test_cli import CLEAN_ENV, CODE, run_cli, run_json
+from test_cli import CLEAN_ENV, CODE
 
+from cli import main
 from client_core import TicketClient
 from menu import PromptConsole
 from records import AvailabilityUpdate, Event, SeatMap, Sector
@@ -128,12 +130,10 @@ def test_an_announcement_lands_above_the_prompt_and_the_prompt_is_drawn_again() 
 
 @pytest.mark.parametrize("args", [["reserve", "1", "--name", "A", "--email", "a@b.co"], ["confirm", "K7Q-2M9"],
                                   ["watch", "1", "--json"], ["waitlist"], ["waitlist", "join", "1", "2", "Ana"]])
-def test_seat_and_waitlist_usage_errors_exit_2(args: list[str]) -> None:
-    from test_cli import run_cli
-
-    result = run_cli(*args)
-    assert result.returncode == 2, (args, result.stdout, result.stderr)
-    assert "usage:" in result.stderr
+def test_seat_and_waitlist_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
 class FakeSubscription:
@@ -179,6 +179,21 @@ def test_watch_keeps_the_newest_update_per_sector_and_names_the_subscriptions_se
 
 # -- against real servers ---------------------------------------------------------------------------------------
 
+Script = Callable[..., tuple[int, Any]]
+
+
+@pytest.fixture
+def script(cluster: Any, capsys: pytest.CaptureFixture[str]) -> Script:
+    """`cli.py --json ARGS` against the cluster, run in this process: the same parsing, calls and exit code,
+    without an interpreter's start-up for each (the pseudo-terminal tests below run the real program)."""
+
+    def run(*args: str) -> tuple[int, Any]:
+        code = main(["--name-server", cluster.name_server_address, "--json", *args])
+        return code, json.loads(capsys.readouterr().out)
+
+    return run
+
+
 
 def seated_event(cluster: Any, rows: int, seats_per_row: int) -> int:
     with TicketClient([cluster.name_server_address]) as client:
@@ -217,11 +232,11 @@ def answer(child: pexpect.spawn, *steps: tuple[str, str]) -> None:
         child.sendline(reply)
 
 
-def test_seats_draws_the_servers_map_in_80_columns(cluster) -> None:
+def test_seats_draws_the_servers_map_in_80_columns(cluster, script: Script) -> None:
     event_id = seated_event(cluster, 20, 30)
-    code, sold = run_json(cluster, "reserve", str(event_id), "--sector", "Plateia", "--seats", "A1 A2", "--confirm", *ANA)
+    code, sold = script("reserve", str(event_id), "--sector", "Plateia", "--seats", "A1 A2", "--confirm", *ANA)
     assert (code, sold["seats"], sold["quantity"], sold["status"]) == (0, ["A1", "A2"], 2, "confirmed"), sold
-    code, held = run_json(cluster, "reserve", str(event_id), "--sector", "Plateia", "--seats", "c5-c8", *ANA)
+    code, held = script("reserve", str(event_id), "--sector", "Plateia", "--seats", "c5-c8", *ANA)
     assert (code, held["seats"], held["status"]) == (0, ["C5", "C6", "C7", "C8"], "held"), held
 
     child, seen = terminal(cluster, "seats", str(event_id), "Plateia")
@@ -235,24 +250,25 @@ def test_seats_draws_the_servers_map_in_80_columns(cluster) -> None:
     assert {name for name, state in seats.items() if state == "sold"} == {"A1", "A2"}
     assert {name for name, state in seats.items() if state == "held"} == {"C5", "C6", "C7", "C8"}
 
-    code, document = run_json(cluster, "seats", str(event_id), "Plateia")
+    code, document = script("seats", str(event_id), "Plateia")
     assert (code, document["sold_seats"], document["held_seats"], document["free"]) == (0, ["A1", "A2"], ["C5", "C6", "C7", "C8"], 594)
 
 
-def test_typed_selections_reach_the_server_and_bad_ones_never_leave_the_terminal(cluster) -> None:
+def test_typed_selections_reach_the_server_and_bad_ones_never_leave_the_terminal(cluster, script: Script,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
     event_id = seated_event(cluster, 4, 8)
     reserve = ("reserve", str(event_id), "--sector", "Plateia", *ANA)
-    code, error = run_json(cluster, *reserve, "--seats", "E1")
+    code, error = script(*reserve, "--seats", "E1")
     assert (code, error["error"]) == (2, "SeatError") and "rows A-D, seats 1-8" in error["message"]
-    human = run_cli("--name-server", cluster.name_server_address, *reserve, "--seats", "A1 a1")
-    assert human.returncode == 2 and "Bad seats: a seat is named twice" in human.stderr
-    code, first = run_json(cluster, *reserve, "--seats", "A1 A2")
+    assert main(["--name-server", cluster.name_server_address, *reserve, "--seats", "A1 a1"]) == 2
+    assert "Bad seats: a seat is named twice" in capsys.readouterr().err
+    code, first = script(*reserve, "--seats", "A1 A2")
     assert (code, first["seats"]) == (0, ["A1", "A2"]), first
-    code, clash = run_json(cluster, *reserve, "--seats", "A2-A4")
+    code, clash = script(*reserve, "--seats", "A2-A4")
     assert code == 1 and "A2" in clash["message"], clash
-    code, best = run_json(cluster, "reserve", str(event_id), "3", "--sector", "Plateia", *ANA)
+    code, best = script("reserve", str(event_id), "3", "--sector", "Plateia", *ANA)
     assert code == 0 and len(best["seats"]) == 3, best
-    _, document = run_json(cluster, "seats", str(event_id), "Plateia")
+    _, document = script("seats", str(event_id), "Plateia")
     assert sorted(document["held_seats"]) == sorted(["A1", "A2", *best["seats"]])
 
 
@@ -265,11 +281,12 @@ def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(clus
         answer(child, ("Seats, like", "C5-C8"), ("Name", "Ana Souza"), ("Email", "ana@example.com"), ("Category", "full"))
         child.expect(r"(\d+:\d\d) left to pay")
         shown = {child.match.group(1)}
-        child.expect("Confirm now")
+        child.expect(r"Confirm now.*\[y/n\]")
         while len(shown) < 2:
             child.expect(r"(\d+:\d\d) left to pay", timeout=5)
             shown.add(child.match.group(1))
-        answer(child, (r"\[y/n\]", "y"), ("Payment reference", "SLIP-0042"))
+        child.sendline("y")
+        answer(child, ("Payment reference", "SLIP-0042"))
         child.expect("Ticket")
         child.expect("Choose")
         child.sendline("q")
@@ -278,14 +295,14 @@ def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(clus
         child.close(force=True)
     screen = plain_text("".join(seen))
     assert child.exitstatus == 0 and "Traceback" not in screen, screen
-    assert "C5 C6 C7 C8" in screen and max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80
-    code = CODE.search(screen.split("Ticket")[-1])[0]
+    assert "C5 C6 C7 C8" in screen and drawn_seats(screen)["C5"] == "yours"
+    code = re.search(rf"Ticket ({CODE.pattern})", screen)[1]
     with TicketClient([cluster.name_server_address]) as client:
         reservation = client.get_reservation(code, "ana@example.com")
     assert (reservation.status, reservation.seats) == ("confirmed", ("C5", "C6", "C7", "C8"))
 
 
-def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(cluster) -> None:
+def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(cluster, script: Script) -> None:
     event_id = seated_event(cluster, 1, 2)
     with TicketClient([cluster.name_server_address]) as client:
         hold = client.reserve(event_id, 2, "Bia", "bia@example.com", sector="Plateia")
@@ -314,15 +331,15 @@ def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(clu
         offered = CODE.search(offer[0])[0]
         assert client.get_reservation(offered, "ana@example.com").seats == ("A1", "A2")
 
-    code, shown = run_json(cluster, "waitlist", "show", entry_id, "ana@example.com")
+    code, shown = script("waitlist", "show", entry_id, "ana@example.com")
     assert (code, shown["status"], shown["code"]) == (0, "offered", offered), shown
-    code, error = run_json(cluster, "waitlist", "show", entry_id, "someone@example.com")
+    code, error = script("waitlist", "show", entry_id, "someone@example.com")
     assert (code, error["error"]) == (1, "NotFound")
-    code, joined = run_json(cluster, "waitlist", "join", str(event_id), "1", "Caio", "caio@example.com", "--sector", "Plateia")
+    code, joined = script("waitlist", "join", str(event_id), "1", "Caio", "caio@example.com", "--sector", "Plateia")
     assert (code, joined["status"], joined["position"]) == (0, "waiting", 1), joined
-    code, left = run_json(cluster, "waitlist", "leave", str(joined["id"]), "caio@example.com")
+    code, left = script("waitlist", "leave", str(joined["id"]), "caio@example.com")
     assert (code, left["status"]) == (0, "left"), left
-    code, confirmed = run_json(cluster, "confirm", offered, "ana@example.com", "--payment-ref", "SLIP-7")
+    code, confirmed = script("confirm", offered, "ana@example.com", "--payment-ref", "SLIP-7")
     assert (code, confirmed["status"], confirmed["seats"]) == (0, "confirmed", ["A1", "A2"]), confirmed
 
 
@@ -340,11 +357,13 @@ def test_watch_follows_another_terminals_sale_and_survives_its_servers_death(clu
     child, seen = terminal(cluster, "watch", str(event_id))
     try:
         first = screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)), "the server line")
-        assert run_json(cluster, "reserve", str(event_id), "--seats", "B3", "--confirm", *ANA)[0] == 0
+        with TicketClient([cluster.name_server_address]) as other:
+            other.reserve(event_id, 1, "Ana", "ana@example.com", seats=["B3"], confirm=True)
         screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("B3") == "sold", "B3 sold")
         cluster.servers[first].kill()
         screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)) not in (None, first), "another server")
-        assert run_json(cluster, "reserve", str(event_id), "--seats", "D8", *ANA)[0] == 0
+        with TicketClient([cluster.name_server_address]) as other:
+            other.reserve(event_id, 1, "Ana", "ana@example.com", seats=["D8"])
         screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("D8") == "held", "D8 held")
         child.sendintr()
         child.expect(pexpect.EOF)
