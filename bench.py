@@ -527,7 +527,7 @@ def product(name: str, replicas: int, workdir: Path, log_level: str | None) -> I
     try:
         addresses = []
         for index in range(replicas):
-            args = ["server.py", "--port", "0", "--db", str(db), "--no-demo", "--admin-token", token, "--name-server", nowhere]
+            args = ["server.py", "--port", "0", "--db", str(db), "--no-demo", f"--admin-token={token}", "--name-server", nowhere]
             if log_level:
                 args += ["--log-level", log_level]
             server, address = start_child(f"{name}-server{index}", args, PRODUCT_READY, directory)

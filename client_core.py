@@ -13,6 +13,7 @@ and confirm and cancel answer the same way when repeated. This module knows noth
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import socket
 import threading
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import rpyc
 from rpyc.core import brine, consts
@@ -74,6 +75,7 @@ __all__ = [
     "SectorReport",
     "ServerStatus",
     "SoldOut",
+    "Subscription",
     "TicketClient",
     "Unavailable",
     "WaitlistEntry",
@@ -94,6 +96,7 @@ CLIENT_CONFIG = {
     "include_local_traceback": False,
 }
 Address = tuple[str, int]
+T = TypeVar("T")
 
 
 def parse_address(text: str) -> Address:
@@ -150,6 +153,18 @@ def _close_at_once(connection: rpyc.Connection) -> None:
         connection.close()
     except (OSError, EOFError):
         pass
+
+
+def _dial(address: Address, deadline: float) -> rpyc.Connection:
+    """A new connection whose connect and root lookup both fit before `deadline`."""
+    stream = SocketStream.connect(address[0], address[1], timeout=_left(deadline), attempts=1, nodelay=True)
+    connection = connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=_left(deadline)))
+    try:
+        connection.root  # noqa: B018 - fetched now, inside this attempt's time, and cached by RPyC
+    except (OSError, EOFError):
+        _close_at_once(connection)
+        raise
+    return connection
 
 
 class NameServerClient:
@@ -257,6 +272,7 @@ class TicketClient:
         self._breakers: dict[Address, CircuitBreaker] = {}
         self._listeners: list[BreakerListener] = []
         self._preferred: Address | None = None
+        self._line: CallbackLine | None = None
 
     # -- what a terminal can watch ----------------------------------------------------------------
 
@@ -315,8 +331,15 @@ class TicketClient:
     def get_seat_map(self, event_id: int, sector: str) -> SeatMap:
         return from_wire(SeatMap, self._call("get_seat_map", event_id, sector))
 
-    def join_waitlist(self, event_id: int, quantity: int, customer: str, email: str, sector: str | None = None) -> WaitlistEntry:
-        """Queue for a sold-out sector. Safe to retry: while waiting, the same email keeps its one place."""
+    def join_waitlist(
+        self, event_id: int, quantity: int, customer: str, email: str, sector: str | None = None,
+        on_offer: Callable[[WaitlistEntry], None] | None = None,
+    ) -> WaitlistEntry:
+        """Queue for a sold-out sector. Safe to retry: while waiting, the same email keeps its one place.
+        With `on_offer`, the offer (made by whichever replica freed the tickets) is pushed to it on a background
+        thread, through the callback line."""
+        if on_offer is not None:
+            return from_wire(WaitlistEntry, self._callback_line().join_waitlist(event_id, quantity, customer, email, sector, on_offer))
         return from_wire(WaitlistEntry, self._call("join_waitlist", event_id, quantity, customer, email, sector))
 
     def leave_waitlist(self, entry_id: int, email: str) -> WaitlistEntry:
@@ -383,7 +406,26 @@ class TicketClient:
     def ledger(self, admin_token: str, since: int = 0, limit: int = 1000) -> tuple[LedgerEntry, ...]:
         return tuple(from_wire(LedgerEntry, pairs) for pairs in self._call("admin_ledger", admin_token, since, limit))
 
+    # -- live updates ---------------------------------------------------------------------------------
+
+    def subscribe(self, event_id: int, on_update: Callable[[AvailabilityUpdate], None]) -> Subscription:
+        """Call `on_update(update)` on a background thread for every change of the event's sectors, starting with
+        their current state, until `close()`; it follows the servers through failover. Refusals (unknown
+        event, bad arguments) and `Unavailable` are raised here, by the first subscription."""
+        return self._callback_line().subscribe(event_id, on_update)
+
+    def _callback_line(self) -> CallbackLine:
+        """The one connection on which servers call this client back; opened on first use."""
+        with self._lock:
+            if self._line is None:
+                self._line = CallbackLine(self)
+            return self._line
+
     def close(self) -> None:
+        with self._lock:
+            line, self._line = self._line, None
+        if line is not None:
+            line.close()
         with self._lock:
             connections = list(self._connections.values())
             self._connections.clear()
@@ -400,12 +442,19 @@ class TicketClient:
 
     def _call(self, method: str, *args: Any, idempotent: bool = True) -> Any:
         """Call `method` on some live server before the deadline, or raise `Unavailable` saying what was tried."""
+        return self._failover(lambda address, timeout: self._invoke(address, method, args, timeout), method, idempotent)
+
+    def _failover(
+        self, attempt: Callable[[Address, float], T], method: str, idempotent: bool = True, first: Address | None = None
+    ) -> T:
+        """Run `attempt(address, timeout)` through the breakers, server after server and round after round, until
+        one answers or the deadline passes. `first` is tried before the others (the callback line's server)."""
         deadline = time.monotonic() + self.timeout
         tried: list[str] = []
         reasons: list[str] = []
         round_number = 0
         while True:
-            for address in self._candidates(refresh=round_number > 0, remaining=deadline - time.monotonic()):
+            for address in self._candidates(refresh=round_number > 0, remaining=deadline - time.monotonic(), first=first):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -414,7 +463,7 @@ class TicketClient:
                 if name not in tried:
                     tried.append(name)
                 try:
-                    result = breaker.call(self._invoke, address, method, args, min(remaining, self.attempt_timeout))
+                    result = breaker.call(attempt, address, min(remaining, self.attempt_timeout))
                 except CircuitOpenError:
                     continue
                 except _Failed as exc:
@@ -440,16 +489,17 @@ class TicketClient:
         last = f"; last error: {reasons[-1]}" if reasons else "; every circuit was open"
         return f"No ticket server answered within {self.timeout:.1f} s (tried {', '.join(tried)}){last}"
 
-    def _candidates(self, refresh: bool, remaining: float) -> list[Address]:
-        """Known servers, the one that answered last first, the rest in this terminal's own random order.
+    def _candidates(self, refresh: bool, remaining: float, first: Address | None = None) -> list[Address]:
+        """Known servers, `first` or else the one that answered last first, the rest in this terminal's own random order.
 
         Asking the name servers may take at most a quarter of the time left, so a hung one cannot eat the deadline.
         """
         servers = list(self._fixed or self.discovery.servers(force=refresh, budget=remaining / 4))
         self._rng.shuffle(servers)
-        if self._preferred in servers:
-            servers.remove(self._preferred)
-            servers.insert(0, self._preferred)
+        lead = first or self._preferred
+        if lead in servers:
+            servers.remove(lead)
+            servers.insert(0, lead)
         return servers
 
     def _breaker(self, address: Address) -> CircuitBreaker:
@@ -468,13 +518,7 @@ class TicketClient:
             connection = self._connections.get(address)
         if connection is not None and not connection.closed:
             return connection
-        stream = SocketStream.connect(address[0], address[1], timeout=_left(deadline), attempts=1, nodelay=True)
-        connection = connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=_left(deadline)))
-        try:
-            connection.root  # noqa: B018 - fetched now, inside this attempt's time, and cached by RPyC
-        except (OSError, EOFError):
-            _close_at_once(connection)
-            raise
+        connection = _dial(address, deadline)
         with self._lock:
             previous = self._connections.get(address)
             if previous is not None and not previous.closed:
@@ -517,3 +561,325 @@ class TicketClient:
         if remote_name == "Unavailable":
             return _Failed(f"server unavailable ({message})", sent=True)
         return InvalidRequest(f"the server rejected the call: {message.splitlines()[0] if message else remote_name}")
+
+
+# -- live updates: the callback line ---------------------------------------------------------------------
+
+KEEPALIVE_SECONDS = 2.0
+"""How often the callback line asks its server for a sign of life: a hung server is noticed within about this plus
+one attempt timeout, a dead one at once (its socket closes)."""
+
+
+def _callattr(connection: rpyc.Connection, method: str, *args: Any) -> Any:
+    """One CALLATTR message: look `method` up on the server's root and call it."""
+    return connection.sync_request(consts.HANDLE_CALLATTR, connection.root, method, args, ())
+
+
+class _Dispatcher:
+    """Runs the user's callbacks on one thread of their own, so the line's serving thread answers the server at once
+    (a slow answer would get the subscription dropped) and a callback that raises costs one log line, never the line."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="live-callbacks", daemon=True).start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - the user's code; whatever it raises, the next update still comes
+                log.warning("a live-update callback raised %s: %s", type(exc).__name__, exc)
+
+
+class Subscription:
+    """The live availability of one event, pushed by a server and kept going when that server dies.
+
+    Updates reach `on_update` on a background thread, oldest first, never one older than what was already
+    delivered for its sector: after a re-subscription the new server's first updates (the current state)
+    replace what was missed in between. `server` says where the subscription lives now (None while it moves).
+    """
+
+    def __init__(self, line: CallbackLine, event_id: int, on_update: Callable[[AvailabilityUpdate], None]) -> None:
+        self.event_id = event_id
+        self.token: str | None = None
+        self.connection: rpyc.Connection | None = None
+        self.address: Address | None = None
+        self.closed = False
+        self._line = line
+        self._on_update = on_update
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}
+        """sector -> newest seq accepted: anything not newer is stale."""
+        self._pending: dict[str, AvailabilityUpdate] = {}
+        self._flushing = False
+
+    @property
+    def server(self) -> str | None:
+        address = self.address
+        return show(address) if address else None
+
+    def close(self) -> None:
+        """Unsubscribe (best effort: a server that is gone forgets it anyway) and stop delivering."""
+        self._line.cancel(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def receive(self, pairs: Any) -> None:
+        """What the server calls, on the line's serving thread: keep the newest update per sector and return at once."""
+        try:
+            update = from_wire(AvailabilityUpdate, pairs)
+        except Exception as exc:  # noqa: BLE001 - bytes from the network; a malformed update is skipped, not fatal
+            log.warning("ignored a malformed live update for event %d (%s)", self.event_id, type(exc).__name__)
+            return
+        with self._lock:
+            if self.closed or update.event_id != self.event_id or update.seq <= self._seen.get(update.sector, -1):
+                return
+            self._seen[update.sector] = update.seq
+            self._pending[update.sector] = update
+            if self._flushing:
+                return
+            self._flushing = True
+        self._line.dispatcher.submit(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            updates = sorted(self._pending.values(), key=lambda update: update.seq)
+            self._pending.clear()
+            self._flushing = False
+        for update in updates:
+            if self.closed:
+                return
+            self._on_update(update)
+
+
+class _WaitlistWatch:
+    """Hands one waitlist offer to the owner's `on_offer`; a watch lives as long as the connection it was made on."""
+
+    def __init__(self, line: CallbackLine, on_offer: Callable[[WaitlistEntry], None]) -> None:
+        self.line = line
+        self.on_offer = on_offer
+        self.connection: rpyc.Connection | None = None
+        self.entry_id = 0
+
+    def receive(self, pairs: Any) -> None:
+        try:
+            entry = from_wire(WaitlistEntry, pairs)
+        except Exception as exc:  # noqa: BLE001 - bytes from the network; a malformed offer is skipped, not fatal
+            log.warning("ignored a malformed waitlist offer for entry %d (%s)", self.entry_id, type(exc).__name__)
+            return
+        self.line.forget(self)
+        self.line.dispatcher.submit(lambda: self.on_offer(entry))
+
+
+class CallbackLine:
+    """One dedicated connection per TicketClient on which servers call the client back, served by a background
+    thread. Calls that hand the server a callback go on it; a supervisor thread pings its server, notices its
+    death and makes every subscription again on another server (same discovery, breakers and failover as any
+    call, with jittered backoff between rounds), until the subscriptions are closed. Empty, the line hangs up.
+    """
+
+    def __init__(self, client: TicketClient) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._calls = threading.Lock()
+        """One registration at a time, so two of them never open two lines."""
+        self._connection: rpyc.Connection | None = None
+        self._address: Address | None = None
+        self._subscriptions: list[Subscription] = []
+        self._watches: list[_WaitlistWatch] = []
+        self._wake = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._closed = False
+        self.dispatcher = _Dispatcher()
+
+    @property
+    def server(self) -> str | None:
+        address = self._address
+        return show(address) if address else None
+
+    def subscribe(self, event_id: int, on_update: Callable[[AvailabilityUpdate], None]) -> Subscription:
+        subscription = Subscription(self, event_id, on_update)
+        self._register(subscription)
+        with self._lock:
+            self._subscriptions.append(subscription)
+            self._supervise()
+        return subscription
+
+    def join_waitlist(
+        self, event_id: int, quantity: int, customer: str, email: str, sector: str | None, on_offer: Callable[[WaitlistEntry], None]
+    ) -> Any:
+        """The server's `join_waitlist` with a callback for the offer; answers the entry's wire pairs. Retried like
+        any call: the same email keeps its one place while waiting."""
+        watch = _WaitlistWatch(self, on_offer)
+        arguments = (event_id, quantity, customer, email, sector, watch.receive)
+        with self._calls:
+            connection, _, answer = self._client._failover(
+                lambda address, timeout: self._on(address, timeout, "join_waitlist", *arguments),
+                "join_waitlist", first=self._address,
+            )
+        watch.connection, watch.entry_id = connection, dict(answer)["id"]
+        with self._lock:
+            if not connection.closed:
+                self._watches.append(watch)
+                self._supervise()
+        return answer
+
+    def cancel(self, subscription: Subscription) -> None:
+        """Unsubscribe while the subscription still counts, so the supervisor does not hang up the line under the call."""
+        with self._lock:
+            subscription.closed = True
+            connection, token = subscription.connection, subscription.token
+        if connection is not None and token is not None and not connection.closed:
+            try:
+                connection._config["sync_request_timeout"] = self._client.attempt_timeout
+                _callattr(connection, "unsubscribe", token)
+            except Exception as exc:  # noqa: BLE001 - best effort: the server forgets it anyway when the line closes
+                log.debug("unsubscribe %s: %s", token, type(exc).__name__)
+        with self._lock:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+            subscription.connection = subscription.address = None
+        self._wake.set()
+
+    def forget(self, watch: _WaitlistWatch) -> None:
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+        self._wake.set()
+
+    def close(self) -> None:
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.close()
+        with self._lock:
+            self._closed = True
+            connection = self._connection
+        if connection is not None:
+            self._hang_up(connection)
+        self.dispatcher.stop()
+        self._wake.set()
+
+    # -- the connection -----------------------------------------------------------------------------
+
+    def _register(self, subscription: Subscription) -> None:
+        with self._calls:
+            connection, address, token = self._client._failover(
+                lambda address, timeout: self._on(address, timeout, "subscribe", subscription.event_id, subscription.receive),
+                "subscribe", first=self._address,
+            )
+        with self._lock:
+            subscription.token = token
+            if not connection.closed and not subscription.closed:
+                subscription.connection, subscription.address = connection, address
+
+    def _on(self, address: Address, timeout: float, method: str, *args: Any) -> tuple[rpyc.Connection, Address, Any]:
+        """One attempt of `method` on the line to `address` (opening the line there if it is elsewhere or down)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            connection = self._connection if self._address == address else None
+        if connection is None or connection.closed:
+            try:
+                connection = _dial(address, deadline)
+            except (OSError, EOFError) as exc:
+                raise _Failed(f"cannot connect ({exc or type(exc).__name__})", sent=False) from None
+            self._install(connection, address)
+        connection._config["sync_request_timeout"] = _left(deadline)
+        try:
+            return connection, address, _callattr(connection, method, *args)
+        except (OSError, EOFError) as exc:
+            self._hang_up(connection)
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else f"connection lost ({exc or type(exc).__name__})"
+            raise _Failed(reason, sent=True) from None
+        except Exception as exc:  # noqa: BLE001 - a remote exception arrives as a class made up on the spot
+            raise TicketClient._translate(exc) from None
+
+    def _install(self, connection: rpyc.Connection, address: Address) -> None:
+        with self._lock:
+            previous = self._connection
+            self._connection, self._address = connection, address
+        rpyc.BgServingThread(connection, callback=self._wake.set, serve_interval=0.5, sleep_interval=0.0)
+        if previous is not None:
+            self._hang_up(previous)
+
+    def _hang_up(self, connection: rpyc.Connection) -> None:
+        """Close a line that died or is being replaced; what lived on it is made again by the supervisor (a
+        waitlist watch cannot be: the server has no call to watch an existing entry, so it is given up, loudly)."""
+        with self._lock:
+            if self._connection is connection:
+                self._connection = self._address = None
+            for subscription in self._subscriptions:
+                if subscription.connection is connection:
+                    subscription.connection = subscription.address = None
+            lost = [watch for watch in self._watches if watch.connection is connection]
+            self._watches = [watch for watch in self._watches if watch.connection is not connection]
+        for watch in lost:
+            log.warning("waitlist entry %d: its offer will not be pushed (the line to the server closed); ask for it instead",
+                        watch.entry_id)
+        _close_at_once(connection)
+        self._wake.set()
+
+    # -- the supervisor -----------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Called with the lock held: make sure the supervisor runs."""
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._watch, name="live-line", daemon=True)
+            self._supervisor.start()
+
+    def _watch(self) -> None:
+        failures = 0
+        while True:
+            delay = KEEPALIVE_SECONDS if failures == 0 else self._client.retry.delay(failures, self._client._rng)
+            self._wake.wait(delay)
+            self._wake.clear()
+            with self._lock:
+                if self._closed or not (self._subscriptions or self._watches):
+                    self._supervisor = None
+                    connection = self._connection
+                    break
+                connection = self._connection
+                orphans = [s for s in self._subscriptions if s.connection is None or s.connection is not connection]
+            if connection is not None and (connection.closed or (not orphans and not self._answers(connection))):
+                self._hang_up(connection)
+                continue
+            failures = 0 if self._adopt(orphans) else failures + 1
+        if connection is not None:
+            self._hang_up(connection)
+
+    def _answers(self, connection: rpyc.Connection) -> bool:
+        try:
+            connection._config["sync_request_timeout"] = self._client.attempt_timeout
+            return _callattr(connection, "ping") == "pong"
+        except Exception:  # noqa: BLE001 - whatever went wrong, this server is no line to keep
+            return False
+
+    def _adopt(self, orphans: list[Subscription]) -> bool:
+        """Subscribe the orphans again; False when no server would take them this round."""
+        for subscription in orphans:
+            if subscription.closed:
+                continue
+            try:
+                self._register(subscription)
+            except Unavailable as exc:
+                log.warning("subscription to event %d waits for a server: %s", subscription.event_id, exc)
+                return False
+            except ReservationError as exc:
+                log.warning("subscription to event %d ended: %s", subscription.event_id, exc)
+                with self._lock:
+                    if subscription in self._subscriptions:
+                        self._subscriptions.remove(subscription)
+                    subscription.closed = True
+                continue
+            log.info("subscription to event %d moved to %s", subscription.event_id, subscription.server)
+        return True

@@ -42,6 +42,7 @@ from rpyc.utils.server import ThreadedServer
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS, SectorSpec, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
+from live import LiveFeed
 from mailer import Mailer, SmtpSettings, add_mail_arguments
 from records import ServerStatus, to_wire
 
@@ -100,6 +101,22 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+CALLBACK_TYPES = frozenset({"builtins.function", "builtins.method", "builtins.builtin_function_or_method", "functools.partial"})
+"""What a client may pass as a callback. A proxy answers `callable()` with True whatever it stands for, so the
+remote type's name, which the proxy carries locally, is what tells a function from a list."""
+
+
+def _callback(value: Any, optional: bool = False) -> Any:
+    """A client-side function, passed by reference (or None when `optional`). Only what the proxy holds locally is
+    looked at: `isinstance` or any attribute would be a request to the client, which could make it block or lie."""
+    if value is None and optional:
+        return None
+    if not issubclass(type(value), BaseNetref) or object.__getattribute__(value, "____id_pack__")[0] not in CALLBACK_TYPES:
+        raise InvalidRequest("callback must be a function or method of the caller, passed by reference (an RPyC callback)"
+                             + (", or None" if optional else ""))
+    return value
+
+
 def _sectors(value: Any) -> tuple[SectorSpec, ...]:
     if type(value) is not tuple or not 1 <= len(value) <= 50:
         raise InvalidRequest("sectors must be a tuple of 1 to 50 (name, price_cents, capacity) tuples")
@@ -118,14 +135,6 @@ def _seats(value: Any) -> tuple[str, ...] | None:
     if type(value) is not tuple or not 1 <= len(value) <= 50:
         raise InvalidRequest("seats must be a tuple of seat labels such as ('A1', 'A2')")
     return tuple(_str(seat, "seat label in seats", 10) for seat in value)
-
-
-def _callback(value: Any) -> Any:
-    """A proxy of a function in the client, checked by its local type only: asking the proxy anything (even
-    isinstance) would be a call into the client."""
-    if value is not None and not issubclass(type(value), BaseNetref):
-        raise InvalidRequest("callback must be a function of the calling client (or None)")
-    return value
 
 
 def _pairs(value: Any, name: str, check: Callable[[Any], Any]) -> tuple[tuple[str, Any], ...]:
@@ -202,7 +211,7 @@ def remote(method: Callable) -> Callable:
 
 
 class BoxOffice:
-    """What every connection shares: the store, the admin token, the counters."""
+    """What every connection shares: the store, the admin token, the counters, the live feed."""
 
     def __init__(self, store: Store, admin_token: str, server_id: str) -> None:
         self.store = store
@@ -210,6 +219,7 @@ class BoxOffice:
         self.server_id = server_id
         self.started = time.monotonic()
         self.counters = Counters()
+        self.live = LiveFeed(store, server_id)
 
     def check_token(self, token: Any, peer: str) -> None:
         """Constant time whatever the token looks like, so a refusal leaks nothing about the real one."""
@@ -243,6 +253,7 @@ class TicketService(rpyc.Service):
             self.box.counters.connections += 1
 
     def on_disconnect(self, conn: rpyc.Connection) -> None:
+        self.box.live.disconnect(conn)
         with self.box.counters.lock:
             self.box.counters.connections -= 1
 
@@ -311,7 +322,7 @@ class TicketService(rpyc.Service):
         self, event_id: Any, quantity: Any, customer: Any, email: Any, sector: Any = None, callback: Any = None
     ) -> tuple:
         """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets."""
-        callback = _callback(callback)
+        callback = _callback(callback, optional=True)
         entry = self.box.store.join_waitlist(
             _int(event_id, "event_id"), _int(quantity, "quantity", -MAX_WIRE_INT), _str(customer, "customer"),
             _str(email, "email"), _optional_str(sector, "sector"),
@@ -412,6 +423,18 @@ class TicketService(rpyc.Service):
         self.box.check_token(token, self.peer)
         entries = self.box.store.ledger(_int(since, "since"), _int(limit, "limit", 1, 10_000))
         return tuple(to_wire(entry) for entry in entries)
+
+    @remote
+    def exposed_subscribe(self, event_id: Any, callback: Any) -> str:
+        """Push `callback(update)` (an AvailabilityUpdate on the wire) for every change of the event, starting
+        with its current state; answers the token for `unsubscribe`. See live.py."""
+        event = self.box.store.get_event(_int(event_id, "event_id"))
+        return self.box.live.subscribe(event, _callback(callback), self.connection)
+
+    @remote
+    def exposed_unsubscribe(self, token: Any) -> bool:
+        self.box.live.unsubscribe(_str(token, "token", 100), self.connection)
+        return True
 
     @remote
     def exposed_status(self) -> tuple:
@@ -653,7 +676,7 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         store.close()
         return 1
-    box.server_id = f"{socket.gethostname()}:{server.port}"
+    box.server_id = box.live.server_id = f"{socket.gethostname()}:{server.port}"
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -663,6 +686,7 @@ def serve(args: argparse.Namespace) -> int:
     threading.Thread(target=_report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
     mailer = Mailer(store, SmtpSettings.from_args(args), worker=box.server_id, mail_from=args.mail_from)
     mailer.start()
+    box.live.start()
     registrar = Registrar(args.name_servers, server.port)
     registrar.start()
     print(f"Ticket server listening on {args.host}:{server.port}", flush=True)
@@ -673,6 +697,7 @@ def serve(args: argparse.Namespace) -> int:
     server.listener.close()
     with box.counters.lock:
         box.counters.idle.wait_for(lambda: box.counters.in_flight == 0, timeout=10)
+    box.live.stop()
     server.close()
     mailer.stop()
     store.close()
