@@ -310,8 +310,8 @@ class SeatMapView:
         cell = seat_cell_width(seat_map.seats_per_row, options.max_width)
         span = seat_map.seats_per_row * cell - (cell - 1)
         margin = " " * ROW_MARGIN
-        yield Text(f"{seat_map.sector} · event {seat_map.event_id} · {seat_map.rows} rows x {seat_map.seats_per_row} seats",
-                   style="bold")
+        yield Text(f"{seat_map.sector} · event {seat_map.event_id} · {plural(seat_map.rows, 'row')} x "
+                   f"{plural(seat_map.seats_per_row, 'seat')}", style="bold")
         yield Text(margin + " STAGE ".center(span, "━"), style="bold")
         yield Text(margin + self._numbers(cell, span), style="dim")
         for row in range(seat_map.rows):

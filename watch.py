@@ -32,9 +32,9 @@ def watch_frame(event: Event, sectors: Mapping[str, tuple[int, int]], seat_map: 
                 updates: int, updated_at: datetime | None) -> RenderableType:
     """One frame: the server the subscription lives on, a line per sector (taken and free of its capacity) and
     the map of the watched seated sector."""
-    header = Text.assemble((f"Event {event.id} · {event.name}", "bold"), "   Subscribed at ",
+    header = Text.assemble((f"Event {event.id} · {event.name}", "bold"), "\nSubscribed at ",
                            (server, "bold cyan") if server else ("no server (subscribing again…)", "bold red"))
-    header.append(f"   {plural(updates, 'update')}" + (f", last at {updated_at:%H:%M:%S}" if updated_at else ""), style="dim")
+    header.append(f" · {plural(updates, 'update')}" + (f", last at {updated_at:%H:%M:%S}" if updated_at else ""), style="dim")
     table = Table(header_style="bold", show_edge=False, pad_edge=False)
     for column, justify in (("Sector", "left"), ("Taken / free", "left"), ("Free", "right"), ("Capacity", "right")):
         table.add_column(column, justify=justify, no_wrap=True)

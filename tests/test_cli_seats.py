@@ -45,7 +45,8 @@ def seat_map(rows: int, seats_per_row: int, held: tuple[str, ...] = (), sold: tu
 
 
 def render(renderable: object, width: int) -> str:
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    """As cli.py's console draws it (soft wrap: a line too long runs over instead of wrapping)."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None, soft_wrap=True)
     console.print(renderable)
     return console.export_text()
 
@@ -173,6 +174,7 @@ def test_watch_keeps_the_newest_update_per_sector_and_names_the_subscriptions_se
     client.on_update(AvailabilityUpdate(10, 6, "Plateia", 0, 6, "ssssss", "server-a"))
     text = render(watch.frame(), 80)
     assert "Subscribed at 127.0.0.1:9" in text and "2 updates" in text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
     seats = drawn_seats(text)
     assert (seats["A2"], seats["B2"], seats["A1"]) == ("sold", "held", "free")
 
@@ -310,14 +312,14 @@ def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(clu
         try:
             answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", ""), ("Quantity", "2"), ("Name", "Ana Souza"),
                    ("Email", "ana@example.com"), ("Category", "full"))
-            child.expect(r"Refused \(SoldOut\)")
+            child.expect("SoldOut")
             answer(child, ("Join the waitlist", "y"))
-            child.expect(r"Waitlist entry\s+(\d+)")
-            entry_id = child.match.group(1)
+            child.expect("Check it any time with menu 9")
+            entry_id = re.findall(r"Waitlist entry\s+(\d+)", plain_text("".join(seen)))[-1]
             child.expect("Choose")
             client.cancel(hold.code, "bia@example.com")
             child.expect("Waitlist offer")
-            offer = screen_until(child, seen, lambda screen: re.search(rf"held as {CODE.pattern} until", screen), "the offer's code")
+            offer = screen_until(child, seen, lambda screen: re.search(rf"held as ({CODE.pattern})", screen), "the offer's code")
             child.expect("Choose")
             answer(child, ("", "9"), ("Waitlist entry number", entry_id), ("Email", "ana@example.com"))
             child.expect("offered")
@@ -328,7 +330,7 @@ def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(clu
         screen = plain_text("".join(seen))
         assert child.exitstatus == 0 and "Traceback" not in screen, screen
         assert "A1 A2" in screen.split("Waitlist offer")[-1], screen
-        offered = CODE.search(offer[0])[0]
+        offered = offer[1]
         assert client.get_reservation(offered, "ana@example.com").seats == ("A1", "A2")
 
     code, shown = script("waitlist", "show", entry_id, "ana@example.com")
@@ -371,4 +373,3 @@ def test_watch_follows_another_terminals_sale_and_survives_its_servers_death(clu
         child.close(force=True)
     screen = plain_text("".join(seen))
     assert child.exitstatus == 130 and "Traceback" not in screen, screen
-    assert max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80
