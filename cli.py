@@ -2,9 +2,10 @@
 proves nothing is sold twice, and a one-command demo that starts the whole system.
 
 The terminal is three files. This one is the way in: what the user typed (arguments), the commands for
-scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, JSON, how a refusal
-or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show answers
-through views.py, so they look alike.
+scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, seat maps, JSON, how a
+refusal or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show
+answers through views.py, so they look alike. The live views have rooms of their own: the admin dashboard
+(dashboard.py) and `watch` (watch.py).
 
 The terminal is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
 be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
