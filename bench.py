@@ -825,7 +825,7 @@ def raise_file_limit(needed: int) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark bilheteria against a no-op RPyC server on this machine.")
-    parser.add_argument("--quick", action="store_true", help="CI smoke test: 1 s per level, levels 1,8, 100 idle, 2 replicas")
+    parser.add_argument("--quick", action="store_true", help="CI smoke test: 0.5 s per level, levels 1,8, 100 idle, 2 replicas")
     parser.add_argument("--json", metavar="FILE", help="also write the results, targets, audit and machine info here")
     parser.add_argument("--clients", help="comma-separated terminal counts (default 1,8,64,256)")
     parser.add_argument("--seconds", type=float, help="measured seconds per level (default 5)")
@@ -841,7 +841,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     levels = tuple(int(item) for item in args.clients.split(",")) if args.clients else ((1, 8) if quick else (1, 8, 64, 256))
     if not levels or min(levels) < 1:
         raise SystemExit("--clients needs positive numbers, e.g. 1,8,64")
-    seconds = args.seconds if args.seconds is not None else (1.0 if quick else 5.0)
+    seconds = args.seconds if args.seconds is not None else (0.5 if quick else 5.0)
     return Settings(
         levels=levels,
         window=Window(WARMUP_SECONDS, seconds),

@@ -663,13 +663,16 @@ class Subscription:
 
 
 class _WaitlistWatch:
-    """Hands one waitlist offer to the owner's `on_offer`; a watch lives as long as the connection it was made on."""
+    """Hands one waitlist offer to the owner's `on_offer`, once; when its server dies the line watches the entry
+    again on another one (`watch_waitlist`, which also answers an offer made while nobody watched)."""
 
-    def __init__(self, line: CallbackLine, on_offer: Callable[[WaitlistEntry], None]) -> None:
+    def __init__(self, line: CallbackLine, email: str, on_offer: Callable[[WaitlistEntry], None]) -> None:
         self.line = line
+        self.email = email
         self.on_offer = on_offer
         self.connection: rpyc.Connection | None = None
         self.entry_id = 0
+        self._handed = threading.Lock()
 
     def receive(self, pairs: Any) -> None:
         try:
@@ -677,6 +680,8 @@ class _WaitlistWatch:
         except Exception as exc:  # noqa: BLE001 - bytes from the network; a malformed offer is skipped, not fatal
             log.warning("ignored a malformed waitlist offer for entry %d (%s)", self.entry_id, type(exc).__name__)
             return
+        if not self._handed.acquire(blocking=False):
+            return  # the offer already came by the other path (pushed, or answered by watch_waitlist)
         self.line.forget(self)
         self.line.dispatcher.submit(lambda: self.on_offer(entry))
 
@@ -720,7 +725,7 @@ class CallbackLine:
     ) -> Any:
         """The server's `join_waitlist` with a callback for the offer; answers the entry's wire pairs. Retried like
         any call: the same email keeps its one place while waiting."""
-        watch = _WaitlistWatch(self, on_offer)
+        watch = _WaitlistWatch(self, email, on_offer)
         arguments = (event_id, quantity, customer, email, sector, watch.receive)
         with self._calls:
             connection, _, answer = self._client._failover(
@@ -813,19 +818,16 @@ class CallbackLine:
             self._hang_up(previous)
 
     def _hang_up(self, connection: rpyc.Connection) -> None:
-        """Close a line that died or is being replaced; what lived on it is made again by the supervisor (a
-        waitlist watch cannot be: the server has no call to watch an existing entry, so it is given up, loudly)."""
+        """Close a line that died or is being replaced; what lived on it is made again by the supervisor."""
         with self._lock:
             if self._connection is connection:
                 self._connection = self._address = None
             for subscription in self._subscriptions:
                 if subscription.connection is connection:
                     subscription.connection = subscription.address = None
-            lost = [watch for watch in self._watches if watch.connection is connection]
-            self._watches = [watch for watch in self._watches if watch.connection is not connection]
-        for watch in lost:
-            log.warning("waitlist entry %d: its offer will not be pushed (the line to the server closed); ask for it instead",
-                        watch.entry_id)
+            for watch in self._watches:
+                if watch.connection is connection:
+                    watch.connection = None
         _close_at_once(connection)
         self._wake.set()
 
@@ -850,10 +852,11 @@ class CallbackLine:
                     break
                 connection = self._connection
                 orphans = [s for s in self._subscriptions if s.connection is None or s.connection is not connection]
-            if connection is not None and (connection.closed or (not orphans and not self._answers(connection))):
+                strays = [w for w in self._watches if w.connection is None or w.connection is not connection]
+            if connection is not None and (connection.closed or (not orphans and not strays and not self._answers(connection))):
                 self._hang_up(connection)
                 continue
-            failures = 0 if self._adopt(orphans) else failures + 1
+            failures = 0 if self._adopt(orphans) and self._rewatch(strays) else failures + 1
         if connection is not None:
             self._hang_up(connection)
 
@@ -882,4 +885,33 @@ class CallbackLine:
                     subscription.closed = True
                 continue
             log.info("subscription to event %d moved to %s", subscription.event_id, subscription.server)
+        return True
+
+    def _rewatch(self, strays: list[_WaitlistWatch]) -> bool:
+        """Watch the strays' entries again; an entry offered meanwhile is handed over now, one no longer waiting is let go.
+        False when no server would take them this round."""
+        for watch in strays:
+            try:
+                with self._calls:
+                    connection, _, answer = self._client._failover(
+                        lambda address, timeout, watch=watch: self._on(
+                            address, timeout, "watch_waitlist", watch.entry_id, watch.email, watch.receive),
+                        "watch_waitlist", first=self._address,
+                    )
+            except Unavailable as exc:
+                log.warning("waitlist entry %d waits for a server: %s", watch.entry_id, exc)
+                return False
+            except ReservationError as exc:
+                log.warning("waitlist entry %d is no longer watched: %s", watch.entry_id, exc)
+                self.forget(watch)
+                continue
+            status = dict(answer)["status"]
+            with self._lock:
+                if not connection.closed:
+                    watch.connection = connection
+            if status == "offered":
+                watch.receive(answer)
+            elif status != "waiting":
+                self.forget(watch)
+            log.info("waitlist entry %d watched on %s", watch.entry_id, self.server)
         return True

@@ -623,6 +623,11 @@ class Store:
             ).fetchall()
         return tuple(LedgerEntry(seq, iso(at), *rest) for seq, at, *rest in rows)
 
+    def ledger_end(self) -> int:
+        """The last sequence number written: where a follower that wants no history starts."""
+        with self._reader() as connection:
+            return connection.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
+
     def reservations(self, event_id: int | None = None) -> tuple[Reservation, ...]:
         """Every reservation (of one event): for audits and tests, not for the hot path."""
         query = f"SELECT {_RESERVATION_COLUMNS} FROM reservations"

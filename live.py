@@ -213,7 +213,7 @@ class LiveFeed:
     def _activate(self) -> None:
         """Called with the lock held: waking from idle, start at the ledger's end (no replay of history)."""
         if not self._subscribers and not self._watchers:
-            self._last_seq = _ledger_end(self.store)
+            self._last_seq = self.store.ledger_end()
             self._epoch += 1
             self._lock.notify_all()
 
@@ -322,24 +322,6 @@ class LiveFeed:
             states = self.store.seat_map(event_id, sector.name).states if sector.seated else ""
             updates.append(AvailabilityUpdate(seq, event_id, sector.name, sector.available, sector.capacity, states, self.server_id))
         return updates
-
-
-def _ledger_end(store: Store) -> int:
-    """The last ledger seq, by exponential then binary search over `ledger(since, 1)` (about 2 log2 n indexed reads)."""
-
-    def beyond(seq: int) -> bool:
-        return bool(store.ledger(seq, 1))
-
-    if not beyond(0):
-        return 0
-    low, step = 0, 1024
-    while beyond(low + step):
-        low, step = low + step, step * 2
-    high = low + step
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if beyond(middle) else (low, middle)
-    return high
 
 
 def _waitlist_id(detail: str | None) -> int | None:

@@ -333,6 +333,15 @@ class TicketService(rpyc.Service):
         return to_wire(entry)
 
     @remote
+    def exposed_watch_waitlist(self, entry_id: Any, email: Any, callback: Any) -> tuple:
+        """Watch an entry joined earlier (a terminal whose server died moves its watch here); answers the entry
+        as it stands now, so an offer made while nobody watched is not missed."""
+        entry_id, callback = _int(entry_id, "entry_id"), _callback(callback)
+        self.box.store.get_waitlist_entry(entry_id, _str(email, "email"))
+        self.box.live.watch_waitlist(entry_id, callback, self.connection)
+        return to_wire(self.box.store.waitlist_entry(entry_id))
+
+    @remote
     def exposed_leave_waitlist(self, entry_id: Any, email: Any) -> tuple:
         entry = self.box.store.leave_waitlist(_int(entry_id, "entry_id"), _str(email, "email"))
         log.info("waitlist %d: left (%s) from %s", entry.id, entry.status, self.peer)

@@ -246,3 +246,24 @@ def test_a_waitlist_offer_made_on_b_reaches_its_owner_on_a_and_seated_sectors_ca
         assert (offered.id, offered.status, offered.code is not None) == (entry.id, "offered", True)
         assert owner.confirm(offered.code, "bia@example.com").status == "confirmed"
         assert inbox.wait_for(lambda u: u.states == "ss").available == 0
+
+
+def test_a_waitlist_watch_moves_when_its_server_dies_and_an_offer_made_meanwhile_still_arrives(cluster_factory) -> None:
+    """The owner's line server is killed; the offer is made on the other server while nobody watches the entry.
+    The line moves, watches the entry again, and the answer (already offered) reaches on_offer once."""
+    cluster = cluster_factory(servers=2)
+    with TicketClient([cluster.name_server_address]) as seller:
+        event = seller.create_event(ADMIN_TOKEN, "Última Sessão", "Cine Teste", "2027-06-01T20:00:00-03:00", [("Geral", 3000, 1)])
+        hold = seller.reserve(event.id, 1, "Ana", "ana@example.com")
+    offers: list = []
+    arrived = threading.Event()
+    with TicketClient([cluster.name_server_address]) as owner:
+        entry = owner.join_waitlist(event.id, 1, "Bia", "bia@example.com", on_offer=lambda offered: (offers.append(offered), arrived.set()))
+        line_port = int(owner._line.server.rsplit(":", 1)[1])
+        cluster.servers[line_port].kill()
+        (survivor,) = (port for port in cluster.servers if port != line_port)
+        with pinned(survivor) as clerk:
+            clerk.cancel(hold.code, "ana@example.com")
+        assert arrived.wait(15.0), "the watch moved to the surviving server and found the offer"
+    (offered,) = offers
+    assert (offered.id, offered.status, offered.quantity) == (entry.id, "offered", 1)
