@@ -2,9 +2,10 @@
 proves nothing is sold twice, and a one-command demo that starts the whole system.
 
 The terminal is three files. This one is the way in: what the user typed (arguments), the commands for
-scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, JSON, how a refusal
-or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show answers
-through views.py, so they look alike.
+scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, seat maps, JSON, how a
+refusal or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show
+answers through views.py, so they look alike. The live views have rooms of their own: the admin dashboard
+(dashboard.py) and `watch` (watch.py).
 
 The terminal is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
 be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
@@ -43,7 +44,8 @@ from client_core import (
 )
 from dashboard import Dashboard
 from launcher import LaunchError, LocalCluster
-from menu import Menu
+from menu import Menu, PromptConsole
+from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
 from swarm import SwarmPlan, run_swarm
 from tls import TLSConfigError, TLSFiles, client_context, server_context
 from tour import run_tour
@@ -62,11 +64,16 @@ from views import (
     report_table,
     reservation_view,
     reservations_table,
+    seat_map_document,
+    seat_map_view,
     show_refusal,
     show_unavailable,
     status_view,
     swarm_view,
+    ticket_view,
+    waitlist_entry_view,
 )
+from watch import EventWatch
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -159,14 +166,47 @@ def command_events(client: TicketClient, args: argparse.Namespace) -> Outcome:
 
 
 def command_reserve(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reservation = client.reserve(args.event_id, args.quantity, args.name, args.email, sector=args.sector,
-                                 category=args.category, confirm=args.confirm)
+    seats = chosen_seats(client, args) if args.seats else None
+    quantity = args.quantity if args.quantity is not None else len(seats or ())
+    reservation = client.reserve(args.event_id, quantity, args.name, args.email, sector=args.sector,
+                                 category=args.category, confirm=args.confirm, seats=seats)
     return asdict(reservation), reservation_view(reservation)
+
+
+def chosen_seats(client: TicketClient, args: argparse.Namespace) -> tuple[str, ...]:
+    """`--seats "A1 A2"` read against the sector's real size when it is a seated sector this terminal can see, so a
+    seat outside the room is caught before anything is reserved; otherwise only the labels' form is checked and
+    the server says what is wrong with them. Raises SeatError."""
+    event = client.get_event(args.event_id)
+    sector = event.sector(args.sector) if args.sector else (event.sectors[0] if len(event.sectors) == 1 else None)
+    if sector is not None and sector.seated:
+        return parse_selection(args.seats, sector.rows, sector.seats_per_row)
+    return parse_selection(args.seats, MAX_ROWS, MAX_SEATS_PER_ROW)
 
 
 def command_confirm(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reservation = client.confirm(args.code, args.email)
-    return asdict(reservation), reservation_view(reservation)
+    reservation = client.confirm(args.code, args.email, payment_ref=args.payment_ref)
+    return asdict(reservation), ticket_view(reservation)
+
+
+def command_seats(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    seat_map = client.get_seat_map(args.event_id, args.sector)
+    return seat_map_document(seat_map), seat_map_view(seat_map)
+
+
+def command_waitlist_join(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    entry = client.join_waitlist(args.event_id, args.quantity, args.name, args.email, sector=args.sector)
+    return asdict(entry), waitlist_entry_view(entry)
+
+
+def command_waitlist_show(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    entry = client.get_waitlist_entry(args.entry_id, args.email)
+    return asdict(entry), waitlist_entry_view(entry)
+
+
+def command_waitlist_leave(client: TicketClient, args: argparse.Namespace) -> Outcome:
+    entry = client.leave_waitlist(args.entry_id, args.email)
+    return asdict(entry), waitlist_entry_view(entry)
 
 
 def command_cancel(client: TicketClient, args: argparse.Namespace) -> Outcome:
@@ -245,6 +285,10 @@ COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
     "cancel": command_cancel,
     "show": command_show,
     "status": command_status,
+    "seats": command_seats,
+    "waitlist join": command_waitlist_join,
+    "waitlist show": command_waitlist_show,
+    "waitlist leave": command_waitlist_leave,
     "create-event": command_create_event,
     "admin update": command_admin_update,
     "admin add-sector": command_admin_add_sector,
@@ -265,7 +309,9 @@ CSV_EXPORTS: dict[str, tuple[Sequence[str], Callable[[Any], list[dict[str, Any]]
 
 
 def command_name(args: argparse.Namespace) -> str:
-    return f"admin {args.admin_command}" if args.command == "admin" else args.command
+    """`events`, or a command and its action (`admin report`, `waitlist join`)."""
+    action = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {action}" if action else args.command
 
 
 def run_command(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -274,6 +320,8 @@ def run_command(client: TicketClient, args: argparse.Namespace, out: Console, er
         document, view = COMMANDS[name](client, args)
     except (ReservationError, Unavailable) as exc:
         return report_failure(exc, client, args.json, err)
+    except SeatError as exc:
+        return report_bad_seats(exc, args.json, err)
     if getattr(args, "csv", None):
         try:
             columns, rows = CSV_EXPORTS[name]
@@ -307,6 +355,15 @@ def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as
     else:
         show_refusal(err, exc)
     return EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_REFUSED
+
+
+def report_bad_seats(exc: SeatError, as_json: bool, err: Console) -> int:
+    """A seat label that names no seat: the clerk's typing, caught before anything was reserved, so a usage error."""
+    if as_json:
+        print_json({"error": "SeatError", "message": str(exc)})
+    else:
+        err.print(Text.assemble(("Bad seats: ", "bold red"), str(exc)))
+    return EXIT_USAGE
 
 
 def run_cancel_after_asking(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -344,6 +401,16 @@ def show_dashboard(client: TicketClient, args: argparse.Namespace, out: Console,
     except (ReservationError, Unavailable) as exc:
         return report_failure(exc, client, False, err)
     return EXIT_OK if dashboard.healthy else EXIT_UNAVAILABLE
+
+
+def show_watch(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Live until Ctrl-C (or --seconds). A refusal (no such event or seated sector) or no server at the start
+    ends it with the usual exit codes; a server dying later is the subscription's business, shown in the frame."""
+    try:
+        EventWatch(client, args.event_id, args.sector).run(out, seconds=args.seconds)
+    except (ReservationError, Unavailable) as exc:
+        return report_failure(exc, client, False, err)
+    return EXIT_OK
 
 
 # -- the swarm ----------------------------------------------------------------------------------------------
@@ -475,14 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("events", "list the events with availability and prices")
     reserve = command("reserve", "hold tickets (or buy them at once with --confirm)")
     reserve.add_argument("event_id", type=int, metavar="EVENT_ID")
-    reserve.add_argument("quantity", type=int, metavar="QUANTITY")
+    reserve.add_argument("quantity", type=int, nargs="?", metavar="QUANTITY", help="how many tickets (with --seats: as many as named)")
     reserve.add_argument("--name", required=True, help="the customer's name")
     reserve.add_argument("--email", required=True, help="the customer's email; needed to confirm, cancel or look up")
     reserve.add_argument("--sector", help="needed when the event has several sectors")
     reserve.add_argument("--category", choices=("full", "half"), default="full", help="full or half price (default full)")
     reserve.add_argument("--confirm", action="store_true", help="buy at once instead of holding")
-    for name, help_text in (("confirm", "confirm a held reservation"), ("cancel", "cancel a reservation"),
-                            ("show", "look up a reservation")):
+    add_seat_commands(command, reserve)
+    for name, help_text in (("cancel", "cancel a reservation"), ("show", "look up a reservation")):
         sub = command(name, help_text)
         sub.add_argument("code", metavar="CODE")
         sub.add_argument("--email", required=True, help="the email the reservation was made with")
@@ -524,6 +591,55 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
     tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
     return parser
+
+
+def add_seat_commands(command: Callable[[str, str], argparse.ArgumentParser], reserve: argparse.ArgumentParser) -> None:
+    """Seats, the payment step and the waitlist: `reserve --seats`, `confirm`, `seats`, `watch` and `waitlist ACTION`."""
+    reserve.add_argument("--seats", metavar="SEATS", help='seats by label in a seated sector, e.g. "A1 A2" or "C5-C8"')
+    confirm = command("confirm", "confirm a held reservation: the payment step")
+    confirm.add_argument("code", metavar="CODE")
+    confirm.add_argument("email_given", nargs="?", metavar="EMAIL", help="the email the reservation was made with (or --email)")
+    confirm.add_argument("--email", help=argparse.SUPPRESS)
+    confirm.add_argument("--payment-ref", metavar="REF", help="the payment's reference, e.g. a card slip number (fictitious here)")
+    seats = command("seats", "the seat map of a seated sector: free, held and sold seats")
+    seats.add_argument("event_id", type=int, metavar="EVENT")
+    seats.add_argument("sector", metavar="SECTOR")
+    watch = command("watch", "a live view of an event's sectors and seat map, updated as other terminals sell")
+    watch.add_argument("event_id", type=int, metavar="EVENT")
+    watch.add_argument("--sector", help="the seated sector whose map to show (default: the event's first seated sector)")
+    watch.add_argument("--seconds", type=_argument(_positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
+    waitlist = command("waitlist", "the waitlist of a sold-out sector: join, show or leave")
+    actions = waitlist.add_subparsers(dest="waitlist_command", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        add_connection_options(sub, suppress=True)
+        return sub
+
+    join = action("join", "queue for tickets in a sold-out sector; an offer is a hold you confirm with its code")
+    join.add_argument("event_id", type=int, metavar="EVENT")
+    join.add_argument("quantity", type=int, metavar="QTY")
+    join.add_argument("name", metavar="NAME")
+    join.add_argument("email", metavar="EMAIL")
+    join.add_argument("--sector", help="needed when the event has several sectors")
+    for name, help_text in (("show", "where a waitlist entry stands (and its offer, if any)"), ("leave", "take an entry off the waitlist")):
+        sub = action(name, help_text)
+        sub.add_argument("entry_id", type=int, metavar="ID")
+        sub.add_argument("email", metavar="EMAIL")
+
+
+def check_seat_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say alone: reserve needs a quantity or seats, confirm needs the email once, watch is for people."""
+    if args.command == "watch" and args.json:
+        parser.error("watch is for people; for a document use: seats EVENT SECTOR --json")
+    if args.command == "reserve" and args.quantity is None and not args.seats:
+        parser.error("reserve needs QUANTITY, or --seats")
+    if args.command == "confirm":
+        if args.email and args.email_given and args.email != args.email_given:
+            parser.error("confirm: two different emails given")
+        args.email = args.email or args.email_given
+        if not args.email:
+            parser.error("confirm needs the email: confirm CODE EMAIL")
 
 
 def add_admin_commands(admin: argparse.ArgumentParser) -> None:
@@ -590,7 +706,7 @@ def addresses(parser: argparse.ArgumentParser, given: list[str] | None, env: str
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Console(highlight=False, soft_wrap=True)
+    out = PromptConsole(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.command is None and args.json:
         parser.error("--json needs a command; the interactive menu is for people")
@@ -617,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("admin update needs something to change: --name, --venue, --starts-at, --capacity or --half-limit")
     if command_name(args) == "admin dashboard" and args.json:
         parser.error("the dashboard is for people; for a document use: admin report --json")
+    check_seat_arguments(parser, args)
     args.name_servers = addresses(parser, args.name_servers, "BILHETERIA_NAME_SERVERS", [DEFAULT_NAME_SERVER])
     args.servers = addresses(parser, args.servers, "BILHETERIA_SERVERS", [])
     try:
@@ -635,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
                     return report_failure(exc, client, args.json, err)
             if command_name(args) == "admin dashboard":
                 return show_dashboard(client, args, out, err)
+            if args.command == "watch":
+                return show_watch(client, args, out, err)
             if command_name(args) == "admin cancel" and not args.yes:
                 return run_cancel_after_asking(client, args, out, err)
             return run_command(client, args, out, err)

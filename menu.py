@@ -6,41 +6,168 @@ command for a script and exits with a code that says how it went; the menu keeps
 refusals and outages, shows each circuit-breaker change as it happens, and ends only when the clerk quits.
 Both show answers through views.py, so a table looks the same in either. Like the rest of the terminal it
 holds no business rule: it asks, calls `TicketClient` and shows what the server said.
+
+Two things happen while the clerk is typing: a hold's clock ticks on the line above the prompt, and a
+waitlist offer pushed by the server pops up above it. `PromptConsole` is the console that makes both
+possible without garbling the prompt.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.table import Table
-from rich.text import Text
+from rich.text import Text, TextType
 
-from client_core import BreakerListener, Event, Forbidden, LedgerEntry, ReservationError, TicketClient, Unavailable
+from client_core import BreakerListener, Event, Forbidden, LedgerEntry, ReservationError, SoldOut, TicketClient, Unavailable
 from dashboard import breakers_text
+from records import Reservation, Sector, WaitlistEntry
+from seating import SeatError, parse_selection
 from views import (
     TOKEN_ENV,
     events_table,
     format_time,
+    hold_clock,
     ledger_table,
+    offer_panel,
     parse_optional_limit,
     parse_sector,
     plural,
     report_table,
     reservation_view,
     reservations_table,
+    seat_map_view,
     show_refusal,
     show_unavailable,
     status_view,
     styled,
+    ticket_view,
+    waitlist_entry_view,
 )
 
 LEDGER_PAGE = 1000
 """Ledger entries asked for at a time when looking for the latest ones."""
+ERASE_LINE = "\r\x1b[2K"
+LINE_UP = "\x1b[1A"
+SAVE_CURSOR = "\x1b7"
+RESTORE_CURSOR = "\x1b8"
+
+
+class PromptConsole(Console):
+    """A console that knows which prompt the clerk is sitting at, so other threads can talk over it.
+
+    `announce` (from any thread) erases the prompt line, prints above it and draws the prompt again; what
+    the clerk had half typed stays in the terminal's line buffer and is still sent with Enter. Inside
+    `clock(line)`, every prompt gets `line()` drawn just above it, redrawn each second in place (cursor saved
+    and restored, so typing is undisturbed). Off a terminal (a pipe, a file) nothing is redrawn: the clock is
+    printed once per prompt and announcements are plain prints.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._screen = threading.RLock()
+        self._prompt: TextType | None = None
+        self._clock: Callable[[], Text] | None = None
+
+    def input(self, prompt: TextType = "", *, markup: bool = True, emoji: bool = True, password: bool = False,
+              stream: TextIO | None = None) -> str:
+        with self._screen:
+            if self._clock is not None:
+                self.print(self._clock())
+            self.print(prompt, markup=markup, emoji=emoji, end="")
+            self._prompt = prompt
+        try:
+            return super().input(password=password, stream=stream)
+        finally:
+            with self._screen:
+                self._prompt = None
+
+    def announce(self, renderable: RenderableType) -> None:
+        """Print above the prompt the clerk is at (or just print, when nobody is being asked anything)."""
+        with self._screen:
+            redraw = self._prompt is not None and self.is_terminal
+            if redraw:
+                self._raw(ERASE_LINE + (LINE_UP + ERASE_LINE if self._clock is not None else ""))
+            self.print(renderable, soft_wrap=False)
+            if redraw:
+                if self._clock is not None:
+                    self.print(self._clock())
+                self.print(self._prompt or "", end="")
+
+    @contextmanager
+    def clock(self, line: Callable[[], Text], every: float = 1.0) -> Iterator[None]:
+        """While inside, prompts show `line()` above them, ticking every `every` seconds on a terminal."""
+        stop = threading.Event()
+        with self._screen:
+            self._clock = line
+        ticker = threading.Thread(target=self._tick, args=(stop, every), name="hold-clock", daemon=True)
+        if self.is_terminal:
+            ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            with self._screen:
+                self._clock = None
+            if ticker.is_alive():
+                ticker.join(timeout=every)
+
+    def _tick(self, stop: threading.Event, every: float) -> None:
+        while not stop.wait(every):
+            with self._screen:
+                if self._prompt is None or self._clock is None:
+                    continue
+                self._raw(SAVE_CURSOR + LINE_UP + ERASE_LINE)
+                self.print(self._clock(), end="")
+                self._raw(RESTORE_CURSOR)
+
+    def _raw(self, codes: str) -> None:
+        self.file.write(codes)
+        self.file.flush()
+
+
+class OfferDesk:
+    """Shows waitlist news the moment the server pushes it, above whatever the clerk is doing.
+
+    The client runs `arrived` on its background thread, which must be handed back quickly, so the seats are
+    looked up (with the email the entry was joined with) and the panel printed on a thread of our own. If the
+    lookup fails the panel shows the quantity instead: the offer itself is what the clerk must not miss.
+    """
+
+    def __init__(self, client: TicketClient, console: PromptConsole) -> None:
+        self.client = client
+        self.console = console
+        self._emails: dict[int, str] = {}
+
+    def remember(self, entry: WaitlistEntry, email: str) -> None:
+        self._emails[entry.id] = email
+
+    def arrived(self, entry: WaitlistEntry) -> None:
+        threading.Thread(target=self._show, args=(entry,), name=f"offer-{entry.id}", daemon=True).start()
+
+    def _show(self, entry: WaitlistEntry) -> None:
+        if entry.status != "offered":
+            self.console.announce(Panel(waitlist_entry_view(entry), title="Waitlist", expand=False))
+            return
+        self.console.announce(offer_panel(entry, self._seats(entry)))
+
+    def _seats(self, entry: WaitlistEntry) -> tuple[str, ...]:
+        email = self._emails.get(entry.id)
+        if not entry.code or not email:
+            return ()
+        try:
+            return self.client.get_reservation(entry.code, email).seats
+        except (ReservationError, Unavailable):
+            return ()
 
 
 class BreakerWatch(BreakerListener):
@@ -65,11 +192,12 @@ class BreakerWatch(BreakerListener):
 class Menu:
     """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
 
-    def __init__(self, client: TicketClient, console: Console) -> None:
+    def __init__(self, client: TicketClient, console: PromptConsole) -> None:
         self.client = client
         self.console = console
         self.watch = BreakerWatch()
         client.add_breaker_listener(self.watch)
+        self.offers = OfferDesk(client, console)
         self.admin = AdminMenu(self)
         self.actions: dict[str, tuple[str, Callable[[], None]]] = {
             "1": ("List events", self.list_events),
@@ -79,6 +207,9 @@ class Menu:
             "5": ("Look up a reservation", self.look_up),
             "6": ("Server status", self.server_status),
             "7": ("Admin: events, reservations, report, ledger", self.admin.run),
+            "8": ("Seat map of a sector", self.seat_map),
+            "9": ("Waitlist: check an entry", self.waitlist_entry),
+            "10": ("Waitlist: leave", self.leave_waitlist),
         }
 
     def run(self) -> None:
@@ -112,37 +243,112 @@ class Menu:
     def list_events(self) -> None:
         self.console.print(events_table(self.client.list_events()))
 
-    def reserve(self) -> None:
+    def choose_event(self) -> Event | None:
         events = self.client.list_events()
         if not events:
             self.console.print("No events yet.")
-            return
+            return None
         self.console.print(events_table(events))
         ids = [str(event.id) for event in events]
         event_id = IntPrompt.ask("Event id", choices=ids, show_choices=len(ids) <= 12, console=self.console)
-        event = next(event for event in events if event.id == event_id)
-        sector = None
-        if len(event.sectors) > 1:
-            sector = self.ask("Sector", choices=[s.name for s in event.sectors])
-        quantity = IntPrompt.ask("Quantity", default=1, console=self.console)
+        return next(event for event in events if event.id == event_id)
+
+    def choose_sector(self, event: Event, seated_only: bool = False) -> Sector | None:
+        sectors = [s for s in event.sectors if s.seated or not seated_only]
+        if not sectors:
+            self.console.print(Text(f"{event.name} has no numbered seats.", style="yellow"))
+            return None
+        if len(sectors) == 1:
+            return sectors[0]
+        return event.sector(self.ask("Sector", choices=[s.name for s in sectors]))
+
+    def reserve(self) -> None:
+        event = self.choose_event()
+        sector = self.choose_sector(event) if event else None
+        if event is None or sector is None:
+            return
+        seats: tuple[str, ...] = ()
+        if sector.seated:
+            self.console.print(seat_map_view(self.client.get_seat_map(event.id, sector.name)))
+            seats = self.ask_seats(sector)
+        quantity = len(seats) or IntPrompt.ask("Quantity", default=1, console=self.console)
         customer = self.ask("Name")
         email = self.ask("Email")
         category = self.ask("Category", choices=["full", "half"], default="full")
-        reservation = self.client.reserve(event.id, quantity, customer, email, sector=sector, category=category)
-        self.console.print(reservation_view(reservation))
-        if reservation.status != "held":
+        try:
+            reservation = self.client.reserve(event.id, quantity, customer, email, sector=sector.name, category=category,
+                                              seats=seats or None)
+        except SoldOut as exc:
+            show_refusal(self.console, exc)
+            if seats:
+                self.console.print(seat_map_view(self.client.get_seat_map(event.id, sector.name)))
+            else:
+                self.offer_waitlist(event, sector, quantity, customer, email)
             return
+        self.console.print(reservation_view(reservation))
+        if reservation.seats:
+            self.console.print(seat_map_view(self.client.get_seat_map(event.id, sector.name), yours=reservation.seats))
+        if reservation.status == "held":
+            self.pay(reservation, email)
+
+    def ask_seats(self, sector: Sector) -> tuple[str, ...]:
+        """Labels as typed (`A1 A2`, `C5-C8`), read with seating.py's rules; asks again after a bad one, so a
+        mistyped seat never reaches the server. Enter leaves the choice to the box office (the best block)."""
+        while True:
+            text = self.ask("Seats, like A1 A2 or C5-C8 (Enter: the best seats free)", default="", show_default=False)
+            if not text.strip():
+                return ()
+            try:
+                return parse_selection(text, sector.rows, sector.seats_per_row)
+            except SeatError as exc:
+                self.console.print(Text(str(exc), style="red"))
+
+    def pay(self, reservation: Reservation, email: str) -> None:
+        """The fictitious payment step, with the hold's clock ticking above the prompts; then the ticket."""
         expires = format_time(reservation.expires_at)
-        if Confirm.ask(Text(f"Confirm now? Otherwise the hold is kept until {expires}"), default=True, console=self.console):
-            self.console.print(reservation_view(self.client.confirm(reservation.code, email)))
-        else:
-            self.console.print(Text(f"Hold kept: confirm {reservation.code} with the same email before {expires}.", style="yellow"))
+        with self.console.clock(lambda: hold_clock(reservation.expires_at)):
+            if not Confirm.ask(Text(f"Confirm now? Otherwise the hold is kept until {expires}"), default=True, console=self.console):
+                self.console.print(Text(f"Hold kept: confirm {reservation.code} with the same email before {expires}.", style="yellow"))
+                return
+            reference = self.ask("Payment reference (fictitious: the card slip number)", default=f"POS-{secrets.randbelow(10**6):06d}")
+        self.console.print(ticket_view(self.client.confirm(reservation.code, email, payment_ref=reference)))
+
+    def offer_waitlist(self, event: Event, sector: Sector, quantity: int, customer: str, email: str) -> None:
+        question = Text(f"Join the waitlist for {plural(quantity, 'ticket')} in {sector.name}? An offer pops up here when they come back")
+        if not Confirm.ask(question, default=True, console=self.console):
+            return
+        entry = self.client.join_waitlist(event.id, quantity, customer, email, sector=sector.name, on_offer=self.offers.arrived)
+        self.offers.remember(entry, email)
+        self.console.print(waitlist_entry_view(entry))
+        self.console.print(Text(f"Check it any time with menu 9: entry {entry.id} and {email}.", style="yellow"))
+
+    def seat_map(self) -> None:
+        event = self.choose_event()
+        sector = self.choose_sector(event, seated_only=True) if event else None
+        if event is not None and sector is not None:
+            self.console.print(seat_map_view(self.client.get_seat_map(event.id, sector.name)))
+
+    def entry_and_email(self) -> tuple[int, str]:
+        return IntPrompt.ask("Waitlist entry number", console=self.console), self.ask("Email")
+
+    def waitlist_entry(self) -> None:
+        self.console.print(waitlist_entry_view(self.client.get_waitlist_entry(*self.entry_and_email())))
+
+    def leave_waitlist(self) -> None:
+        entry_id, email = self.entry_and_email()
+        if Confirm.ask(Text(f"Take entry {entry_id} off the waitlist?"), default=False, console=self.console):
+            self.console.print(waitlist_entry_view(self.client.leave_waitlist(entry_id, email)))
 
     def code_and_email(self) -> tuple[str, str]:
         return self.ask("Reservation code"), self.ask("Email")
 
     def confirm(self) -> None:
-        self.console.print(reservation_view(self.client.confirm(*self.code_and_email())))
+        """A hold made elsewhere (or a waitlist offer): look it up, then the same payment step as at the sale."""
+        code, email = self.code_and_email()
+        reservation = self.client.get_reservation(code, email)
+        self.console.print(reservation_view(reservation))
+        if reservation.status == "held":
+            self.pay(reservation, email)
 
     def cancel(self) -> None:
         code, email = self.code_and_email()

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+import seating
 from client_core import (
     Event,
     LedgerEntry,
@@ -34,6 +37,7 @@ from client_core import (
     format_money,
 )
 from dashboard import breakers_text
+from records import SeatMap, WaitlistEntry
 from swarm import SwarmReport
 
 STATUS_STYLES = {
@@ -43,6 +47,11 @@ STATUS_STYLES = {
     "held": "yellow",
     "confirmed": "bold green",
     "expired": "red",
+    "waiting": "yellow",
+    "offered": "bold green",
+    "accepted": "green",
+    "lapsed": "red",
+    "left": "dim",
 }
 
 
@@ -90,6 +99,8 @@ def reservation_view(reservation: Reservation) -> Table:
         ("Customer", Text(f"{reservation.customer} <{reservation.email}>")),
         ("Created", format_time(reservation.created_at)),
     ]
+    if reservation.seats:
+        rows.append(("Seats", Text(" ".join(reservation.seats), style="bold")))
     if reservation.expires_at:
         rows.append(("Hold expires", format_time(reservation.expires_at)))
     for label, value in rows:
@@ -258,6 +269,171 @@ def swarm_view(report: SwarmReport) -> Group:
         parts.append(Text("INCONSISTENT:", style="bold red"))
         parts.extend(Text(f"  - {violation}", style="red") for violation in report.violations)
     return Group(*parts)
+
+
+# -- seats, holds and the waitlist ----------------------------------------------------------------------
+
+SEAT_LOOKS = {
+    "free": ("○", "green"),
+    "held": ("◐", "yellow"),
+    "sold": ("●", "red"),
+    "yours": ("◉", "bold cyan"),
+}
+"""Each state has its own glyph as well as its colour, so the map also reads without colour (or colour-blind)."""
+SEAT_STATES = {SeatMap.FREE: "free", SeatMap.HELD: "held", SeatMap.SOLD: "sold"}
+UNKNOWN_SEAT = ("?", "dim")
+"""A state this terminal does not know (a newer server): shown, not guessed at."""
+ROW_MARGIN = 2
+"""A row letter and a space, on each side of the seats."""
+
+
+def seat_cell_width(seats_per_row: int, max_width: int) -> int:
+    """Columns per seat: 3 numbers every seat, 2 (30 seats in 80 columns) numbers every fifth, 1 every tenth."""
+    for width in (3, 2):
+        if 2 * ROW_MARGIN + seats_per_row * width - (width - 1) <= max_width:
+            return width
+    return 1
+
+
+@dataclass(frozen=True)
+class SeatMapView:
+    """A seated sector as the audience sees it: the stage on top, row A nearest it, a glyph per seat.
+
+    It picks its seat spacing from the width it is given, so the same map fits an 80-column terminal for a
+    20 x 30 room and uses the room a wider one offers; render it in a Console of any width."""
+
+    seat_map: SeatMap
+    yours: frozenset[str] = frozenset()
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        seat_map = self.seat_map
+        cell = seat_cell_width(seat_map.seats_per_row, options.max_width)
+        span = seat_map.seats_per_row * cell - (cell - 1)
+        margin = " " * ROW_MARGIN
+        yield Text(f"{seat_map.sector} · event {seat_map.event_id} · {plural(seat_map.rows, 'row')} x "
+                   f"{plural(seat_map.seats_per_row, 'seat')}", style="bold")
+        yield Text(margin + " STAGE ".center(span, "━"), style="bold")
+        yield Text(margin + self._numbers(cell, span), style="dim")
+        for row in range(seat_map.rows):
+            letter = seating.row_letter(row)
+            line = Text.assemble((letter, "bold"), " ")
+            for seat in range(seat_map.seats_per_row):
+                glyph, style = SEAT_LOOKS.get(self._state(row, seat), UNKNOWN_SEAT)
+                line.append(glyph, style=style)
+                if seat < seat_map.seats_per_row - 1:
+                    line.append(" " * (cell - 1))
+            line.append(" ").append(letter, style="bold")
+            yield line
+        yield self._legend()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        seats = self.seat_map.seats_per_row
+        widest = min(options.max_width, 2 * ROW_MARGIN + seats * 3 - 2)
+        return Measurement(2 * ROW_MARGIN + seats, max(widest, 2 * ROW_MARGIN + seats))
+
+    def _state(self, row: int, seat: int) -> str:
+        if seating.label(row, seat) in self.yours:
+            return "yours"
+        return SEAT_STATES.get(self.seat_map.state(row, seat), "?")
+
+    def _numbers(self, cell: int, span: int) -> str:
+        """Seat numbers over their seats, each ending at its seat's column; with narrow cells only every fifth
+        (or tenth), so two numbers never touch."""
+        step = {3: 1, 2: 5}.get(cell, 10)
+        line = [" "] * span
+        for number in range(1, self.seat_map.seats_per_row + 1):
+            if number == 1 or number % step == 0:
+                text = str(number)
+                end = (number - 1) * cell
+                line[end - len(text) + 1:end + 1] = text
+        return "".join(line)
+
+    def _legend(self) -> Text:
+        counts = {name: self.seat_map.states.count(code) for code, name in SEAT_STATES.items()}
+        counts["yours"] = len(self.yours)
+        parts = [Text.assemble((SEAT_LOOKS[name][0], SEAT_LOOKS[name][1]), f" {name} {counts[name]}")
+                 for name in SEAT_LOOKS if name != "yours" or self.yours]
+        return Text("   ").join(parts)
+
+
+def seat_map_view(seat_map: SeatMap, yours: Iterable[str] = ()) -> RenderableType:
+    """The map with `yours` (labels such as "A1") marked as the customer's own."""
+    return SeatMapView(seat_map, frozenset(yours))
+
+
+def seat_map_document(seat_map: SeatMap) -> dict[str, Any]:
+    """The map for a script: the record, the counts, and the held and sold seats by label."""
+    taken: dict[str, list[str]] = {"held": [], "sold": []}
+    for row in range(seat_map.rows):
+        for seat in range(seat_map.seats_per_row):
+            state = SEAT_STATES.get(seat_map.state(row, seat))
+            if state in taken:
+                taken[state].append(seating.label(row, seat))
+    return {**asdict(seat_map), "free": seat_map.free, "held": len(taken["held"]), "sold": len(taken["sold"]),
+            "held_seats": taken["held"], "sold_seats": taken["sold"]}
+
+
+def tickets_text(quantity: int, seats: Sequence[str]) -> str:
+    """`seats A1 A2` when they are numbered, `2 tickets` when not."""
+    return f"seats {' '.join(seats)}" if seats else plural(quantity, "ticket")
+
+
+def hold_clock(expires_at: str | None, now: datetime | None = None) -> Text:
+    """The line a clerk watches while the customer pays: time left on the hold by the terminal's clock, and when it ends."""
+    if not expires_at:
+        return Text("")
+    try:
+        ends = datetime.fromisoformat(expires_at)
+    except ValueError:
+        return Text(f"Hold ends at {expires_at}")
+    left = int((ends - (now or datetime.now(ends.tzinfo))).total_seconds())
+    if left <= 0:
+        return Text(f"Hold ended at {format_time(expires_at)}: the seats may be back on sale", style="bold red")
+    hours, rest = divmod(left, 3600)
+    clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+    return Text.assemble(("Hold: ", "bold"), (f"{clock} left to pay", "bold red" if left < 60 else "bold yellow"),
+                         f" (ends at {format_time(expires_at)})")
+
+
+def ticket_view(reservation: Reservation) -> Panel:
+    """What the customer walks away with: the reservation, seats included, framed."""
+    title = "Ticket" if reservation.status == "confirmed" else f"Reservation ({reservation.status})"
+    return Panel(reservation_view(reservation), title=f"{title} {reservation.code}", border_style=STATUS_STYLES.get(reservation.status, ""),
+                 expand=False)
+
+
+def waitlist_entry_view(entry: WaitlistEntry) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("Waitlist entry", Text(str(entry.id), style="bold cyan")),
+        ("Status", styled(entry.status)),
+        ("Event", str(entry.event_id)),
+        ("Sector", Text(entry.sector)),
+        ("Tickets", str(entry.quantity)),
+        ("Customer", Text(entry.customer)),
+        ("Joined", format_time(entry.created_at)),
+    ]
+    if entry.position:
+        rows.append(("Position", f"{entry.position} in line"))
+    if entry.code:
+        rows.append(("Offer", Text(entry.code, style="bold cyan")))
+    if entry.offer_expires_at:
+        rows.append(("Offer ends", format_time(entry.offer_expires_at)))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def offer_panel(entry: WaitlistEntry, seats: Sequence[str] = ()) -> Panel:
+    """The pop-up for an offer: which entry, what is held under which code, until when, and what to do."""
+    body = Text.assemble(
+        f"Waitlist entry {entry.id} ({entry.customer}): ", (tickets_text(entry.quantity, seats), "bold"), f" in {entry.sector}",
+        " are held as ", (entry.code or "?", "bold cyan"), " until ", (format_time(entry.offer_expires_at), "bold"), ".\n",
+        "Confirm it (menu 3) with that code and the customer's email before then, or the next in line gets it.",
+    )
+    return Panel(body, title="Waitlist offer", border_style="bold green", expand=False)
 
 
 # -- what both faces read from the user -----------------------------------------------------------------

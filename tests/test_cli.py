@@ -194,7 +194,8 @@ def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> N
     menu.logfile_read = Transcript(seen)
     try:
         for prompt, answer in (("Choose", "2"), ("Event id", "1"), ("Sector", "VIP"), ("Quantity", "2"), ("Name", "Caio Lima"),
-                               ("Email", "caio@example.com"), ("Category", "half"), ("Confirm now", "y")):
+                               ("Email", "caio@example.com"), ("Category", "half"), ("Confirm now", "y"),
+                               ("Payment reference", "")):
             menu.expect(prompt)
             menu.sendline(answer)
         menu.expect("confirmed")
