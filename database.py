@@ -1,16 +1,17 @@
-"""The inventory: events, sectors, reservations and the ledger, kept in SQLite.
+"""The inventory: events, sectors, reservations and the ledger, kept in SQLite or PostgreSQL.
 
 Every guarantee of the box office that survives a crash lives here, in the database, not in server
 memory: the conditional decrement (`available >= quantity`) and the `CHECK (available >= 0)` refuse an
-oversell even when several server processes share one file; the unique `request_id` makes a retried
-reservation return the original; `synchronous=FULL` in WAL mode puts each commit on disk before the
-server answers.
+oversell even when several server processes share one database; the unique `request_id` makes a retried
+reservation return the original; each commit is on disk before the server answers.
 
-Writes are committed in groups: a caller queues its write, and whichever caller holds the write lock
-(the leader) commits everything queued so far in one transaction, each write inside its own savepoint so
-a refusal undoes only that write; one fsync covers the whole group. The write lock is the in-process
-mutual exclusion; `BEGIN IMMEDIATE` is the one across processes. Reads use a small pool of connections
-and never wait for writes (WAL readers see the last commit).
+`Store` holds every rule and all the SQL, written once in the subset both databases speak; an engine
+holds the connections and the transactions. The SQLite engine commits writes in groups: a caller queues
+its write, and whichever caller holds the write lock (the leader) commits everything queued so far in one
+transaction, each write inside its own savepoint so a refusal undoes only that write; one fsync covers
+the whole group. The write lock is the in-process mutual exclusion; `BEGIN IMMEDIATE` (behind a `flock`)
+is the one across processes. Reads use a small pool of connections and never wait for writes (WAL readers
+see the last commit). The PostgreSQL engine (postgres.py) lets the database's row locks do that work.
 
 This module knows nothing of RPyC; it speaks in records (records.py) and refusals (errors.py).
 """
@@ -27,10 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
 from records import Event, LedgerEntry, OutboxMessage, Reservation, Sector, SectorReport, format_money
@@ -207,7 +208,7 @@ class _Job:
 
     __slots__ = ("error", "finished", "lead", "op", "result", "wake")
 
-    def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, op: Callable[[Any], Any]) -> None:
         self.op = op
         self.finished = False
         self.lead = False
@@ -217,27 +218,47 @@ class _Job:
         self.wake.acquire()
 
 
-class Store:
-    """The box office's durable state in one SQLite file, safe for many threads and many processes."""
+class Connection(Protocol):
+    """What the store's SQL runs on: a sqlite3 connection as it is, or a thin wrapper around a psycopg one."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+class Engine(Protocol):
+    """What the store needs from a database: reads, durable writes, migrations and a nudge when the ledger grows.
+
+    The store's SQL is written once, in the subset both engines speak (`?` placeholders, `RETURNING`,
+    `ON CONFLICT ... DO NOTHING`); an engine owns connections, transactions and how writers take turns.
+    """
+
+    backend: str
+    errors: tuple[type[Exception], ...]
+    integrity_errors: tuple[type[Exception], ...]
+
+    def reader(self) -> AbstractContextManager[Connection]: ...
+
+    def submit(self, op: Callable[[Connection], T]) -> T: ...
+
+    def migrate(self, migrations: Sequence[str], seed: Callable[[Connection], None]) -> None: ...
+
+    def wait_for_ledger(self, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteEngine:
+    """One SQLite file, safe for many threads and many processes, with writes committed in groups."""
 
     backend = "sqlite"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+    LEDGER_POLL_SECONDS = 0.1
+    """How often a follower looks for other processes' commits; this process's own commits wake it at once."""
 
-    def __init__(
-        self,
-        path: str | Path = "tickets.db",
-        *,
-        hold_seconds: float = DEFAULT_HOLD_SECONDS,
-        max_per_order: int = DEFAULT_MAX_PER_ORDER,
-        seed_demo: bool = True,
-        clock: Callable[[], float] = time.time,
-        busy_timeout_ms: int = 10_000,
-    ) -> None:
-        if hold_seconds <= 0:
-            raise ValueError("hold_seconds must be positive")
-        self.path = str(path)
-        self.hold_seconds = float(hold_seconds)
-        self.max_per_order = max_per_order
-        self.clock = clock
+    def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_connections: list[sqlite3.Connection] = []
@@ -248,15 +269,10 @@ class Store:
         self._leading = False
         self._idle = threading.Event()
         self._idle.set()
+        self._committed = threading.Condition()
         self._closed = False
         self._writer_connection = self._connect()
-        self._process_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
-        self._migrate(seed_demo)
-        expired = self.expire_holds()
-        if expired:
-            log.info("expired %d holds that lapsed while the server was down", expired)
-
-    # -- connections and transactions ------------------------------------------------------------
+        self._process_lock = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
@@ -269,7 +285,7 @@ class Store:
         return connection
 
     @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise Unavailable("the store is closed")
         try:
@@ -285,29 +301,27 @@ class Store:
                 connection.rollback()
             self._readers.put(connection)
 
-    def _migrate(self, seed_demo: bool) -> None:
+    def migrate(self, migrations: Sequence[str], seed: Callable[[sqlite3.Connection], None]) -> None:
         connection = self._writer_connection
         connection.execute("BEGIN IMMEDIATE")
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema version {version}, newer than this program ({SCHEMA_VERSION})")
-            for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
+            if version > len(migrations):
+                raise RuntimeError(f"{self.path} has schema version {version}, newer than this program ({len(migrations)})")
+            for number in range(version, len(migrations)):
+                for statement in migrations[number].split(";"):
                     if statement.strip():
                         connection.execute(statement)
                 log.info("migrated %s to schema version %d", self.path, number + 1)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            if version == 0 and seed_demo:
-                for name, venue, starts_at, sectors in DEMO_CATALOGUE:
-                    self._insert_event(connection, name, venue, starts_at, sectors)
-                log.info("seeded the demo catalogue (%d events)", len(DEMO_CATALOGUE))
+            connection.execute(f"PRAGMA user_version = {len(migrations)}")
+            if version == 0:
+                seed(connection)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
 
-    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` inside the next group commit and return once it is durable.
 
         Callers queue their write; if nobody is committing, the caller becomes the leader, takes every
@@ -376,7 +390,7 @@ class Store:
                     job.result = job.op(connection)
                 except Exception as exc:  # noqa: BLE001 - whatever went wrong, only this request's savepoint is undone
                     connection.execute("ROLLBACK TO request")
-                    job.error = exc if isinstance(exc, ReservationError) else self._as_unavailable(exc)
+                    job.error = exc if isinstance(exc, ReservationError) else _as_unavailable(exc, self.errors)
                 connection.execute("RELEASE request")
             connection.execute("COMMIT")
             committed = True
@@ -391,6 +405,9 @@ class Store:
             for job in batch:
                 job.finished = True
             fcntl.flock(self._process_lock, fcntl.LOCK_UN)
+        if committed:
+            with self._committed:
+                self._committed.notify_all()
 
     def _roll_back(self, connection: sqlite3.Connection) -> None:
         """Undo an unfinished transaction; if even that fails (a full disk), start over on a new connection,
@@ -406,12 +423,10 @@ class Store:
             connection.close()
             self._writer_connection = self._connect()
 
-    @staticmethod
-    def _as_unavailable(exc: BaseException) -> BaseException:
-        if isinstance(exc, sqlite3.Error):
-            return Unavailable(f"database error: {exc}")
-        log.exception("unexpected error inside a write", exc_info=exc)
-        return exc
+    def wait_for_ledger(self, timeout: float) -> None:
+        """Woken by this process's commits; other processes' commits are seen at the next poll."""
+        with self._committed:
+            self._committed.wait(min(timeout, self.LEDGER_POLL_SECONDS))
 
     def close(self) -> None:
         """Let the write in progress finish, then close every connection (the last close checkpoints the WAL)."""
@@ -433,6 +448,60 @@ class Store:
             for connection in self._all_connections:
                 connection.close()
             self._all_connections.clear()
+
+
+def _as_unavailable(exc: BaseException, driver_errors: tuple[type[Exception], ...]) -> BaseException:
+    """A driver error inside a write is the system failing, not the user asking for the impossible."""
+    if isinstance(exc, driver_errors):
+        return Unavailable(f"database error: {exc}")
+    log.exception("unexpected error inside a write", exc_info=exc)
+    return exc
+
+
+def open_engine(location: str, busy_timeout_ms: int = 10_000) -> Engine:
+    """A `postgresql://` URL selects PostgreSQL (psycopg is imported only then); anything else is a SQLite file."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from postgres import PostgresEngine
+
+        return PostgresEngine(location)
+    return SqliteEngine(location, busy_timeout_ms)
+
+
+class Store:
+    """The box office's durable state, safe for many threads and many processes, on either engine."""
+
+    def __init__(
+        self,
+        path: str | Path = "tickets.db",
+        *,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
+        max_per_order: int = DEFAULT_MAX_PER_ORDER,
+        seed_demo: bool = True,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if hold_seconds <= 0:
+            raise ValueError("hold_seconds must be positive")
+        self.path = str(path)
+        self.hold_seconds = float(hold_seconds)
+        self.max_per_order = max_per_order
+        self.clock = clock
+        self.engine = open_engine(self.path, busy_timeout_ms)
+        self.backend = self.engine.backend
+        self._submit = self.engine.submit
+        self._reader = self.engine.reader
+        self.engine.migrate(MIGRATIONS, self._seed if seed_demo else lambda connection: None)
+        expired = self.expire_holds()
+        if expired:
+            log.info("expired %d holds that lapsed while the server was down", expired)
+
+    def _seed(self, connection: Connection) -> None:
+        for name, venue, starts_at, sectors in DEMO_CATALOGUE:
+            self._insert_event(connection, name, venue, starts_at, sectors)
+        log.info("seeded the demo catalogue (%d events)", len(DEMO_CATALOGUE))
+
+    def close(self) -> None:
+        self.engine.close()
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -549,7 +618,7 @@ class Store:
         request_id = uuid.uuid4().hex if request_id is None else _clean_text(request_id, "request_id", 100)
         wanted = (event_id, sector, quantity, customer, email, category)
 
-        def op(connection: sqlite3.Connection) -> Reservation:
+        def op(connection: Connection) -> Reservation:
             half = quantity if category == "half" else 0
             taken = self._take_on_the_fast_path(connection, event_id, sector, quantity, half)
             if taken is None:
@@ -578,32 +647,32 @@ class Store:
 
     @staticmethod
     def _take_on_the_fast_path(
-        connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int, half: int
+        connection: Connection, event_id: int, sector: str | None, quantity: int, half: int
     ) -> tuple[str, int] | None:
         """The common case in one statement: the event is on sale and the sector (named, or the event's only
         one) has the tickets. None means "look closer": a refusal to explain, or a retry to recognise.
         """
         row = connection.execute(
-            "UPDATE sectors SET available = available - ?1, half_taken = half_taken + ?4 "
-            "WHERE event_id = ?2 AND available >= ?1 AND (SELECT status FROM events WHERE id = ?2) = 'on_sale' "
-            "AND name = COALESCE(?3, (SELECT MIN(name) FROM sectors WHERE event_id = ?2 HAVING COUNT(*) = 1)) "
-            "AND (?4 = 0 OR half_limit IS NULL OR half_taken + ?4 <= half_limit) "
+            "UPDATE sectors SET available = available - ?, half_taken = half_taken + ? "
+            "WHERE event_id = ? AND available >= ? AND (SELECT status FROM events WHERE id = ?) = 'on_sale' "
+            "AND name = COALESCE(?, (SELECT MIN(name) FROM sectors WHERE event_id = ? HAVING COUNT(*) = 1)) "
+            "AND (? = 0 OR half_limit IS NULL OR half_taken + ? <= half_limit) "
             "RETURNING name, price_cents",
-            (quantity, event_id, sector, half),
+            (quantity, half, event_id, quantity, event_id, sector, event_id, half, half),
         ).fetchone()
         return row
 
     def _take_or_explain(
-        self, connection: sqlite3.Connection, event_id: int, sector: str | None, quantity: int, half: int
+        self, connection: Connection, event_id: int, sector: str | None, quantity: int, half: int
     ) -> tuple[str, int]:
         """The slow path: resolve the sector, then take the tickets or say precisely why not."""
         sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
         if event_status != "on_sale":
             raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
         updated = connection.execute(
-            "UPDATE sectors SET available = available - ?1, half_taken = half_taken + ?4 WHERE event_id = ?2 AND name = ?3 "
-            "AND available >= ?1 AND (?4 = 0 OR half_limit IS NULL OR half_taken + ?4 <= half_limit)",
-            (quantity, event_id, sector_name, half),
+            "UPDATE sectors SET available = available - ?, half_taken = half_taken + ? WHERE event_id = ? AND name = ? "
+            "AND available >= ? AND (? = 0 OR half_limit IS NULL OR half_taken + ? <= half_limit)",
+            (quantity, half, event_id, sector_name, quantity, half, half),
         ).rowcount
         if updated != 1:
             left, half_limit, half_taken = connection.execute(
@@ -620,18 +689,17 @@ class Store:
         return sector_name, price
 
     @staticmethod
-    def _give_back(connection: sqlite3.Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
+    def _give_back(connection: Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
         connection.execute(
             "UPDATE sectors SET available = available + ?, half_taken = half_taken - ? WHERE event_id = ? AND name = ?",
             (quantity, half, event_id, sector),
         )
 
     @staticmethod
-    def _by_request_id(connection: sqlite3.Connection, request_id: str) -> tuple | None:
+    def _by_request_id(connection: Connection, request_id: str) -> tuple | None:
         return connection.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE request_id = ?", (request_id,)).fetchone()
 
-    @staticmethod
-    def _insert_reservation(connection: sqlite3.Connection, details: tuple, request_id: str) -> tuple | None:
+    def _insert_reservation(self, connection: Connection, details: tuple, request_id: str) -> tuple | None:
         """Insert under a fresh code, or None when the request id is already taken.
 
         A clash between two random codes is rare enough to just draw again.
@@ -644,7 +712,7 @@ class Store:
                     "ON CONFLICT (request_id) DO NOTHING",
                     (*row, request_id),
                 ).rowcount
-            except sqlite3.IntegrityError:
+            except self.engine.integrity_errors:
                 if attempt == 4:
                     raise
                 continue
@@ -660,7 +728,7 @@ class Store:
         return _reservation(row)
 
     @staticmethod
-    def _sector_for_sale(connection: sqlite3.Connection, event_id: int, sector: str | None) -> tuple[str, int, str, str]:
+    def _sector_for_sale(connection: Connection, event_id: int, sector: str | None) -> tuple[str, int, str, str]:
         rows = connection.execute(
             "SELECT s.name, s.price_cents, e.name, e.status FROM events e LEFT JOIN sectors s ON s.event_id = e.id "
             "WHERE e.id = ? ORDER BY s.position",
@@ -682,7 +750,7 @@ class Store:
     def confirm(self, code: str, email: str) -> Reservation:
         """Turn a hold into a sale; confirming twice answers with the same sale."""
 
-        def op(connection: sqlite3.Connection) -> Reservation:
+        def op(connection: Connection) -> Reservation:
             row = self._locked_reservation(connection, code, email)
             status, expires_at = row[9], row[11]
             if status == "confirmed":
@@ -706,7 +774,7 @@ class Store:
     def cancel(self, code: str, email: str) -> Reservation:
         """Give the tickets back; cancelling twice (or a lapsed hold) changes nothing and says how it stands."""
 
-        def op(connection: sqlite3.Connection) -> Reservation:
+        def op(connection: Connection) -> Reservation:
             row = self._locked_reservation(connection, code, email)
             if row[9] not in ("held", "confirmed"):
                 return _reservation(row)
@@ -716,14 +784,14 @@ class Store:
 
         return self._submit(op)
 
-    def _locked_reservation(self, connection: sqlite3.Connection, code: str, email: str) -> tuple:
+    def _locked_reservation(self, connection: Connection, code: str, email: str) -> tuple:
         row = connection.execute(
             f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code.strip().upper(),)
         ).fetchone()
         self._owned(row, code, email)
         return row
 
-    def _release(self, connection: sqlite3.Connection, now: float, action: str, row: tuple, announce: str | None = None) -> None:
+    def _release(self, connection: Connection, now: float, action: str, row: tuple, announce: str | None = None) -> None:
         """Cancel or expire an active reservation and give its tickets back; `announce` mails the customer."""
         new_status = "cancelled" if action == "cancel" else "expired"
         keep_expiry = row[11] if new_status == "expired" else None
@@ -740,7 +808,7 @@ class Store:
     def expire_holds(self, limit: int = 500) -> int:
         """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once)."""
 
-        def op(connection: sqlite3.Connection) -> int:
+        def op(connection: Connection) -> int:
             now = self.clock()
             rows = connection.execute(
                 f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE status = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
@@ -776,7 +844,7 @@ class Store:
         return self.get_event(event_id)
 
     def _insert_event(
-        self, connection: sqlite3.Connection, name: str, venue: str, starts_at: str, sectors: Iterable[tuple[str, int, int]]
+        self, connection: Connection, name: str, venue: str, starts_at: str, sectors: Iterable[tuple[str, int, int]]
     ) -> int:
         now = self.clock()
         # An id is never reused, not even a deleted event's: the ledger still speaks of it, and a terminal
@@ -784,9 +852,9 @@ class Store:
         event_id = connection.execute(
             "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES ("
             "1 + MAX(COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT MAX(event_id) FROM ledger), 0)), "
-            "?, ?, ?, 'on_sale', ?)",
+            "?, ?, ?, 'on_sale', ?) RETURNING id",
             (name, venue, starts_at, now),
-        ).lastrowid
+        ).fetchone()[0]
         for position, (sector_name, price, capacity) in enumerate(sectors):
             connection.execute(
                 "INSERT INTO sectors (event_id, name, position, price_cents, capacity, available) VALUES (?, ?, ?, ?, ?, ?)",
@@ -797,7 +865,7 @@ class Store:
 
     @staticmethod
     def _record(
-        connection: sqlite3.Connection, now: float, action: str, code: str | None, event_id: int, sector: str | None, quantity: int | None
+        connection: Connection, now: float, action: str, code: str | None, event_id: int, sector: str | None, quantity: int | None
     ) -> None:
         connection.execute(
             "INSERT INTO ledger (at, action, code, event_id, sector, quantity) VALUES (?, ?, ?, ?, ?, ?)",
@@ -806,7 +874,7 @@ class Store:
 
     # -- the outbox ---------------------------------------------------------------------------------
 
-    def _announce(self, connection: sqlite3.Connection, now: float, kind: str, row: tuple) -> None:
+    def _announce(self, connection: Connection, now: float, kind: str, row: tuple) -> None:
         """Queue the customer's mail in the transaction that made the change, so it exists if and only if the change does."""
         code, event_id, sector, quantity, customer, email, category, unit, total = row[:9]
         name, venue, starts_at, currency = connection.execute(
@@ -846,22 +914,23 @@ class Store:
         """Lease due messages to `worker`. A lease keeps other replicas off them in the normal path; one that
         expires (its worker died) lets another replica take over, at the price of a possible second send."""
 
+        now = self.clock()
         with self._reader() as reader:
             due = reader.execute(
-                "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 "
-                "AND (claimed_until IS NULL OR claimed_until < ?1) LIMIT 1",
-                (self.clock(),),
+                "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+                "AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1",
+                (now, now),
             ).fetchone()
         if due is None:
             return ()  # the common case, answered by a read: no write transaction (and no fsync) per idle poll
 
-        def op(connection: sqlite3.Connection) -> tuple[OutboxMessage, ...]:
+        def op(connection: Connection) -> tuple[OutboxMessage, ...]:
             now = self.clock()
             rows = connection.execute(
-                f"UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 WHERE id IN ("
-                f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?3 "
-                f"AND (claimed_until IS NULL OR claimed_until < ?3) ORDER BY id LIMIT ?4) RETURNING {_OUTBOX_COLUMNS}",
-                (worker, now + lease_seconds, now, limit),
+                f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+                f"AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id LIMIT ?) RETURNING {_OUTBOX_COLUMNS}",
+                (worker, now + lease_seconds, now, now, limit),
             ).fetchall()
             return tuple(sorted((OutboxMessage(*row) for row in rows), key=lambda message: message.id))
 
@@ -877,7 +946,7 @@ class Store:
     def mark_logged(self, message_ids: Sequence[int], worker: str) -> None:
         """Many at once: writing a log line is instant, so a round's messages share one commit."""
 
-        def op(connection: sqlite3.Connection) -> None:
+        def op(connection: Connection) -> None:
             now = self.clock()
             connection.executemany(
                 "UPDATE outbox SET status = 'logged', sent_at = ?, claimed_until = NULL WHERE id = ?",
@@ -905,7 +974,7 @@ class Store:
 
     # -- administration -----------------------------------------------------------------------------
 
-    def _event_row(self, connection: sqlite3.Connection, event_id: int) -> tuple[str, str]:
+    def _event_row(self, connection: Connection, event_id: int) -> tuple[str, str]:
         row = connection.execute("SELECT name, status FROM events WHERE id = ?", (event_id,)).fetchone()
         if row is None:
             raise NotFound(f"No event with id {event_id}")
@@ -934,7 +1003,7 @@ class Store:
             if limit is not None and not 0 <= limit <= MAX_CAPACITY:
                 raise InvalidRequest(f"half-price limit of {sector} must be between 0 and {MAX_CAPACITY}, or None")
 
-        def op(connection: sqlite3.Connection) -> None:
+        def op(connection: Connection) -> None:
             self._event_row(connection, event_id)
             now = self.clock()
             for column, value in changes.items():
@@ -963,7 +1032,7 @@ class Store:
         return self.get_event(event_id)
 
     @staticmethod
-    def _sector_row(connection: sqlite3.Connection, event_id: int, sector: str) -> tuple[int, int, int]:
+    def _sector_row(connection: Connection, event_id: int, sector: str) -> tuple[int, int, int]:
         row = connection.execute(
             "SELECT capacity, available, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector)
         ).fetchone()
@@ -980,7 +1049,7 @@ class Store:
         if half_limit is not None and not 0 <= half_limit <= capacity:
             raise InvalidRequest(f"half-price limit of {name} must be between 0 and its capacity, or None")
 
-        def op(connection: sqlite3.Connection) -> None:
+        def op(connection: Connection) -> None:
             event_name, status = self._event_row(connection, event_id)
             if status == "cancelled":
                 raise EventClosed(f"{event_name} was cancelled")
@@ -1005,7 +1074,7 @@ class Store:
         if status not in ("on_sale", "paused"):
             raise InvalidRequest("an event can be put on sale or paused here; cancel it with cancel_event")
 
-        def op(connection: sqlite3.Connection) -> None:
+        def op(connection: Connection) -> None:
             event_name, current = self._event_row(connection, event_id)
             if current == "cancelled":
                 raise EventClosed(f"{event_name} was cancelled; it cannot be paused or resumed")
@@ -1019,7 +1088,7 @@ class Store:
     def cancel_event(self, event_id: int) -> tuple[Event, int]:
         """Cancel the event and every active reservation in it, mailing each customer; answers how many were cancelled."""
 
-        def op(connection: sqlite3.Connection) -> int:
+        def op(connection: Connection) -> int:
             self._event_row(connection, event_id)
             now = self.clock()
             connection.execute("UPDATE events SET status = 'cancelled' WHERE id = ?", (event_id,))
@@ -1038,7 +1107,7 @@ class Store:
     def delete_event(self, event_id: int) -> None:
         """Only an event that never took a reservation can vanish; one with history must be cancelled instead."""
 
-        def op(connection: sqlite3.Connection) -> None:
+        def op(connection: Connection) -> None:
             event_name, _ = self._event_row(connection, event_id)
             if connection.execute("SELECT 1 FROM reservations WHERE event_id = ? LIMIT 1", (event_id,)).fetchone():
                 raise InvalidRequest(f"{event_name} has reservations on record; cancel it instead of deleting it")
@@ -1055,7 +1124,7 @@ class Store:
         if status is not None and status not in ("held", "confirmed", "cancelled", "expired"):
             raise InvalidRequest("status must be held, confirmed, cancelled or expired")
         clauses, params = [], []
-        for clause, value in (("event_id = ?", event_id), ("email = ? COLLATE NOCASE", email), ("status = ?", status)):
+        for clause, value in (("event_id = ?", event_id), ("lower(email) = lower(?)", email), ("status = ?", status)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value.strip() if isinstance(value, str) else value)
@@ -1082,7 +1151,7 @@ class Store:
                 "AND l.action IN ('sell', 'confirm')), s.half_limit "
                 "FROM events e JOIN sectors s ON s.event_id = e.id "
                 "LEFT JOIN reservations r ON r.event_id = s.event_id AND r.sector = s.name "
-                "GROUP BY e.id, s.name ORDER BY e.id, s.position",
+                "GROUP BY e.id, s.event_id, s.name ORDER BY e.id, s.position",
                 (since,),
             ).fetchall()
         return tuple(SectorReport(*row) for row in rows)
