@@ -702,22 +702,21 @@ class Store:
     def _insert_reservation(self, connection: Connection, details: tuple, request_id: str) -> tuple | None:
         """Insert under a fresh code, or None when the request id is already taken.
 
-        A clash between two random codes is rare enough to just draw again.
+        A clash between two random codes is rare enough to just draw again. The conflict clause covers both
+        unique columns, so the statement never fails: a failed statement would spoil a PostgreSQL transaction.
         """
-        for attempt in range(5):
+        for _ in range(5):
             row = (new_code(), *details)
-            try:
-                inserted = connection.execute(
-                    f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    (*row, request_id),
-                ).rowcount
-            except self.engine.integrity_errors:
-                if attempt == 4:
-                    raise
-                continue
-            return row if inserted else None
-        raise AssertionError("unreachable")
+            inserted = connection.execute(
+                f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (*row, request_id),
+            ).rowcount
+            if inserted:
+                return row
+            if self._by_request_id(connection, request_id) is not None:
+                return None
+        raise Unavailable("five fresh reservation codes in a row were taken; try again")
 
     @staticmethod
     def _replayed(row: tuple, wanted: tuple) -> Reservation:
@@ -851,7 +850,8 @@ class Store:
         # holding it must get NotFound, not a new event. The ledger remembers every id ever opened.
         event_id = connection.execute(
             "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES ("
-            "1 + MAX(COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT MAX(event_id) FROM ledger), 0)), "
+            "(SELECT 1 + MAX(n) FROM (SELECT COALESCE(MAX(id), 0) AS n FROM events UNION ALL "
+            "SELECT COALESCE(MAX(event_id), 0) FROM ledger) AS known), "
             "?, ?, ?, 'on_sale', ?) RETURNING id",
             (name, venue, starts_at, now),
         ).fetchone()[0]
