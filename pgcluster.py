@@ -161,6 +161,15 @@ class PgCluster:
             connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.url(name)
 
+    def create_schema(self, name: str) -> str:
+        """A new empty schema in the main database, answering a URL whose sessions work inside it. Much quicker
+        than a database (no copy of a template), which matters for tests that open hundreds of fresh stores."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as connection:
+            connection.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url()}?options=-c%20search_path%3D{name}"
+
     def __enter__(self) -> Self:
         return self.start()
 

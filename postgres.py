@@ -254,9 +254,12 @@ class PostgresEngine:
         self.url = url
         self.name = redact(url)
         try:
-            self._settings = {**SESSION_DEFAULTS, **conninfo_to_dict(url)}
+            given = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise DatabaseUnreachable(f"{self.name} is not a usable PostgreSQL URL: {exc}") from None
+            raise DatabaseUnreachable(f"{self.name} is not a usable PostgreSQL URL: {_first_line(exc)}") from None
+        self._settings = {**SESSION_DEFAULTS, **given}
+        if "options" in given:  # the URL's own settings come last, so they win over ours
+            self._settings["options"] = f"{SESSION_DEFAULTS['options']} {given['options']}"
         self._pool = _Pool(self._connect, pool_size)
         try:
             self._pool.give(self._pool.take())
