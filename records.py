@@ -21,6 +21,13 @@ class Sector:
     available: int
     half_limit: int | None = None
     """At most this many half-price tickets held or sold at once; None: no limit."""
+    rows: int = 0
+    seats_per_row: int = 0
+    """A seated sector is rows x seats_per_row (capacity is their product); 0 and 0 when tickets are unnumbered."""
+
+    @property
+    def seated(self) -> bool:
+        return self.rows > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,64 @@ class Reservation:
     status: str
     created_at: str
     expires_at: str | None
+    seats: tuple[str, ...] = ()
+    """Labels such as ("A1", "A2") in a seated sector, front row first; empty for unnumbered tickets."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeatMap:
+    """A seated sector at one moment, compact enough for one reply: one character per seat, row A first."""
+
+    FREE = "."
+    HELD = "h"
+    SOLD = "s"
+
+    event_id: int
+    sector: str
+    rows: int
+    seats_per_row: int
+    states: str
+
+    def state(self, row: int, seat: int) -> str:
+        """FREE, HELD or SOLD for zero-based row and seat."""
+        return self.states[row * self.seats_per_row + seat]
+
+    @property
+    def free(self) -> int:
+        return self.states.count(self.FREE)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistEntry:
+    """A place in the queue for a sold-out sector: waiting, offered (a hold `code` until `offer_expires_at`),
+    accepted (the offer was confirmed), lapsed (the offer ran out) or left."""
+
+    id: int
+    event_id: int
+    sector: str
+    quantity: int
+    customer: str
+    status: str
+    position: int
+    """1 for the next in line; 0 once the entry is no longer waiting."""
+    code: str | None
+    offer_expires_at: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityUpdate:
+    """Pushed to subscribers when a sector changes: where it stands now, and its seat states when seated."""
+
+    seq: int
+    """The ledger position this update reflects: a subscriber ignores anything older than what it has shown."""
+    event_id: int
+    sector: str
+    available: int
+    capacity: int
+    states: str
+    """SeatMap.states for a seated sector, "" otherwise."""
+    server_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +126,8 @@ class LedgerEntry:
     event_id: int | None
     sector: str | None
     quantity: int | None
+    detail: str | None = None
+    """What the action needs beyond the columns above, e.g. `waitlist:7` on an offer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +186,11 @@ class ServerStatus:
     """(event id, event name, sector, available) for every sector."""
 
 
-Record = TypeVar("Record", Sector, Event, Reservation, LedgerEntry, SectorReport, OutboxMessage, ServerStatus)
-_FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls))
-    for cls in (Sector, Event, Reservation, LedgerEntry, SectorReport, OutboxMessage, ServerStatus)
-}
+_RECORDS = (Sector, Event, Reservation, SeatMap, WaitlistEntry, AvailabilityUpdate, LedgerEntry, SectorReport, OutboxMessage, ServerStatus)
+Record = TypeVar(
+    "Record", Sector, Event, Reservation, SeatMap, WaitlistEntry, AvailabilityUpdate, LedgerEntry, SectorReport, OutboxMessage, ServerStatus
+)
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _RECORDS}
 
 
 def format_money(cents: int, currency: str = "BRL") -> str:
@@ -154,4 +221,6 @@ def from_wire(cls: type[Record], pairs: WirePairs) -> Record:
         values["sectors"] = tuple(from_wire(Sector, sector) for sector in values["sectors"])
     elif cls is ServerStatus:
         values["availability"] = tuple(tuple(row) for row in values["availability"])
+    elif cls is Reservation and "seats" in values:
+        values["seats"] = tuple(values["seats"])
     return cls(**values)
