@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -72,6 +71,7 @@ _DDL_RULES = (
     (re.compile(r"\bINTEGER\b"), "BIGINT"),
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
 )
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 _PLACEHOLDERS = re.compile(r"'(?:[^']|'')*'|\?|%")
 
 _LEDGER_TRIGGER = f"""
@@ -86,12 +86,8 @@ class DatabaseUnreachable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password, fit for logs and error messages (also when it is malformed)."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -52,17 +52,19 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[],
 
 @dataclass
 class Cluster:
-    """A name server and any number of ticket servers sharing one SQLite file."""
+    """A name server and any number of ticket servers sharing one database: a SQLite file, or PostgreSQL."""
 
     directory: Path
     name_server_port: int = 0
     name_server: Process | None = None
     servers: dict[int, Process] = field(default_factory=dict)
     hold_seconds: float = 600.0
+    database: str = ""
+    """A PostgreSQL URL; empty for the SQLite file in `directory`."""
 
     @property
-    def db(self) -> Path:
-        return self.directory / "tickets.db"
+    def db(self) -> str:
+        return self.database or str(self.directory / "tickets.db")
 
     @property
     def name_server_address(self) -> str:
@@ -102,12 +104,21 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator:
+def backend() -> str:
+    """The database the test's clusters use; `@pytest.mark.parametrize("backend", BACKENDS)` runs a test on both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator:
     """Call it to get a started cluster: `cluster_factory(servers=2)`; everything is stopped after the test."""
     made: list[Cluster] = []
 
     def make(servers: int = 2, hold_seconds: float = 600.0, extra: tuple[str, ...] = ()) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(made)}", hold_seconds=hold_seconds)
+        database = ""
+        if backend == "postgresql":
+            database = request.getfixturevalue("postgres").create_schema(f"cluster{next(_database_numbers)}")
+        cluster = Cluster(tmp_path / f"cluster{len(made)}", hold_seconds=hold_seconds, database=database)
         cluster.directory.mkdir()
         made.append(cluster)
         cluster.start_name_server()
