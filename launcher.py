@@ -114,10 +114,12 @@ class LocalCluster:
         port_base: int = 0,
         server_args: Sequence[str] = (),
         ttl: float | None = None,
+        database: str = "",
     ) -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
-        self.db = self.data / "tickets.db"
+        self.db = database or self.data / "tickets.db"
+        """The servers' --db: a PostgreSQL URL when given, else tickets.db in `data`."""
         self.server_count = servers
         self.server_args = tuple(server_args)
         self.ttl = ttl
