@@ -57,11 +57,11 @@ SESSION_DEFAULTS = {
     "keepalives_interval": "2",
     "keepalives_count": "3",
     "tcp_user_timeout": "10000",
-    "options": "-c idle_in_transaction_session_timeout=10000 -c statement_timeout=30000",
+    "options": "-c idle_in_transaction_session_timeout=5000 -c statement_timeout=30000",
 }
 """Each of these unless the URL says otherwise. A database host that vanishes mid-query is noticed in about
 10 s (keepalives, tcp_user_timeout), not after TCP's quarter of an hour; a server frozen inside a transaction
-loses its session (and the row locks it held) after 10 s, so it cannot stall every other replica."""
+loses its session (and the row locks it held) after 5 s, so it cannot stall every other replica for longer."""
 
 RETRIED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 
