@@ -1,18 +1,21 @@
 """What only the PostgreSQL engine does: live ledger wake-ups, one migration among servers starting together,
-a database that goes away and comes back under a running server, and a bad --db URL at start-up."""
+a database that goes away and comes back under a running server, a bad --db URL at start-up, and the demo on
+a throwaway PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from conftest import ADMIN_TOKEN, Cluster, postgres_missing
-from procs import ROOT, wait_until
+from procs import ROOT, free_port, start, wait_until
 
 from client_core import TicketClient, Unavailable
 from database import Store
@@ -132,3 +135,25 @@ def test_a_bad_database_url_stops_the_server_with_one_line(url: str, expected: s
     assert len(output.splitlines()) == 1, output
     assert expected in output
     assert "s3cret" not in output
+
+
+def test_demo_on_postgres_sells_and_deletes_its_database_when_stopped(postgres: PgCluster, tmp_path) -> None:
+    data = tmp_path / "data"
+    demo = start("demo", ["cli.py", "demo", "--postgres", "--no-interactive", "--data", str(data), "--ns-port", str(free_port()),
+                          "--port-base", str(free_port()), "--servers", "2"], ready="Demo ready", env={"COLUMNS": "300"}, timeout=60)
+    try:
+        output = demo.output()
+        directory = Path(re.search(r"PostgreSQL: postgresql://\S+, in (\S+) until the demo stops", output).group(1))
+        assert directory.is_dir()
+        name_server = re.search(r"Demo ready: name server (127\.0\.0\.1:\d+)", output).group(1)
+        token = (data / "postgres.admin-token").read_text().strip()
+        with TicketClient([name_server], timeout=5) as client:
+            assert len(client.known_servers()) == 2
+            sold = client.reserve(1, 2, "Ana", "ana@example.com", sector="VIP", confirm=True)
+            assert client.get_reservation(sold.code, "ana@example.com").status == "confirmed"
+            assert client.create_event(token, "Extra", "Sala", "2027-05-01T20:00:00-03:00", (("Geral", 1000, 10),)).id == 4
+    finally:
+        code = demo.stop(timeout=30)
+    assert code == 0, demo.output()
+    assert "Demo stopped" in demo.output() and "Traceback" not in demo.output()
+    assert not directory.exists(), "the throwaway PostgreSQL was left behind"
