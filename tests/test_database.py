@@ -417,7 +417,7 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def test_store_machine(new_database: Callable[[], str]) -> None:
-    examples = 40 if new_database().endswith(".db") else 15  # the rules are the engine's; PostgreSQL's DDL is slower to set up
+    examples = 40 if new_database().endswith(".db") else 10  # the rules are the engine's; PostgreSQL's DDL is slower to set up
     run_state_machine_as_test(
         lambda: StoreMachine(new_database), settings=settings(max_examples=examples, stateful_step_count=25, deadline=None)
     )
