@@ -6,7 +6,8 @@ measures as subprocesses and prints one table:
 - the ceiling: a bare RPyC `ThreadedServer` whose methods do nothing (`python bench.py --serve-noop PORT`),
   with server.py's PROTOCOL_CONFIG, so the only difference from the product is the product's own work;
 - the product: `reserve(..., confirm=True)` (each call its own request id, so every call is a real sale
-  committed with synchronous=FULL) and `list_events`, against `server.py` on a fresh database;
+  committed with synchronous=FULL), `list_events` and `get_seat_map` (a 20x30 room), against `server.py`
+  on a fresh database;
 - 8 active terminals buying next to N idle connected ones, against the same 8 alone;
 - two and three replicas sharing one SQLite file, terminals spread round-robin.
 
@@ -69,6 +70,9 @@ CALL_TIMEOUT_SECONDS = 30.0
 """Generous on purpose: at 256 terminals on two cores a slow answer is a data point, not an error."""
 START_TIMEOUT_SECONDS = 30.0
 SECTOR = "Pista"
+SEATED_SECTOR = "Sala"
+SEATED_ROOM = (20, 30)
+"""The issue's example room: 20 rows of 30 seats, read whole by get_seat_map."""
 CAPACITY = MAX_CAPACITY
 """The largest sector the store accepts, so no run sells out (a full run sells well under a million)."""
 REFERENCE_CLIENTS = 64
@@ -215,6 +219,8 @@ class LoadPlan:
 
     def args(self, terminal: int, sequence: int) -> tuple:
         """The arguments of one call; the no-op gets the same reserve arguments so it pays the same serialisation."""
+        if self.method == "get_seat_map":
+            return (self.event_id, SEATED_SECTOR)
         if self.method != "reserve":
             return ()
         request_id = f"{self.run_id}-{terminal}-{sequence}"
@@ -532,7 +538,7 @@ def product(name: str, replicas: int, workdir: Path, log_level: str | None) -> I
         connection = connect(addresses[0])
         try:
             event = dict(call(connection, "admin_create_event", token, "Bench Night", "Bench Hall",
-                              "2030-01-01T20:00:00-03:00", ((SECTOR, 10000, CAPACITY),)))
+                              "2030-01-01T20:00:00-03:00", ((SECTOR, 10000, CAPACITY), (SEATED_SECTOR, 5000, *SEATED_ROOM))))
         finally:
             connection.close()
         system.event_id = event["id"]
@@ -647,7 +653,7 @@ def run_levels(settings: Settings, system: Product, noop: tuple[Child, str], run
         noop_row, _ = measure(LoadPlan("reserve", (noop_address,), 1, run_id), clients, [noop_child], settings.window,
                               scenario="levels", kind="noop")
         rows.append(noop_row)
-        for method in ("reserve", "list_events"):
+        for method in ("reserve", "list_events", "get_seat_map"):
             row, codes = measure(system.plan(method, f"{run_id}-{method}-{clients}"), clients, system.servers, settings.window,
                                  scenario="levels", kind=method)
             system.codes.extend(codes)
@@ -855,7 +861,7 @@ def run(settings: Settings, console: Console) -> tuple[list[Measurement], list[A
         workdir = Path(temp)
         with product("single", 1, workdir, settings.log_level) as system:
             with noop_server(workdir) as noop:
-                console.print(f"[dim]levels {settings.levels}: no-op, reserve, list_events ...[/dim]")
+                console.print(f"[dim]levels {settings.levels}: no-op, reserve, list_events, get_seat_map ...[/dim]")
                 rows += run_levels(settings, system, noop, run_id)
             console.print(f"[dim]8 active terminals without and with {settings.idle} idle ...[/dim]")
             rows += run_idle(settings, system, run_id)

@@ -40,9 +40,22 @@ from errors import (
     SoldOut,
     Unavailable,
 )
-from records import Event, LedgerEntry, Reservation, Sector, SectorReport, ServerStatus, format_money, from_wire
+from records import (
+    AvailabilityUpdate,
+    Event,
+    LedgerEntry,
+    Reservation,
+    SeatMap,
+    Sector,
+    SectorReport,
+    ServerStatus,
+    WaitlistEntry,
+    format_money,
+    from_wire,
+)
 
 __all__ = [
+    "AvailabilityUpdate",
     "BoxOfficeError",
     "BreakerListener",
     "Event",
@@ -56,12 +69,14 @@ __all__ = [
     "Reservation",
     "ReservationError",
     "RetryPolicy",
+    "SeatMap",
     "Sector",
     "SectorReport",
     "ServerStatus",
     "SoldOut",
     "TicketClient",
     "Unavailable",
+    "WaitlistEntry",
     "format_money",
     "is_server_failure",
     "parse_address",
@@ -284,14 +299,31 @@ class TicketClient:
         category: str = "full",
         confirm: bool = False,
         request_id: str | None = None,
+        seats: Sequence[str] | None = None,
     ) -> Reservation:
-        """Hold (or buy, with confirm) tickets; every retry and failover repeats the same request id."""
+        """Hold (or buy, with confirm) tickets; every retry and failover repeats the same request id.
+        In a seated sector, `seats` names the seats (all or none); without it the server picks the best block."""
         request_id = request_id or uuid.uuid4().hex
-        pairs = self._call("reserve", event_id, quantity, customer, email, sector, category, request_id, confirm)
-        return from_wire(Reservation, pairs)
+        arguments = (event_id, quantity, customer, email, sector, category, request_id, confirm)
+        if seats is not None:
+            arguments += (tuple(seats),)
+        return from_wire(Reservation, self._call("reserve", *arguments))
 
-    def confirm(self, code: str, email: str) -> Reservation:
-        return from_wire(Reservation, self._call("confirm", code, email))
+    def confirm(self, code: str, email: str, payment_ref: str | None = None) -> Reservation:
+        return from_wire(Reservation, self._call("confirm", code, email, payment_ref))
+
+    def get_seat_map(self, event_id: int, sector: str) -> SeatMap:
+        return from_wire(SeatMap, self._call("get_seat_map", event_id, sector))
+
+    def join_waitlist(self, event_id: int, quantity: int, customer: str, email: str, sector: str | None = None) -> WaitlistEntry:
+        """Queue for a sold-out sector. Safe to retry: while waiting, the same email keeps its one place."""
+        return from_wire(WaitlistEntry, self._call("join_waitlist", event_id, quantity, customer, email, sector))
+
+    def leave_waitlist(self, entry_id: int, email: str) -> WaitlistEntry:
+        return from_wire(WaitlistEntry, self._call("leave_waitlist", entry_id, email))
+
+    def get_waitlist_entry(self, entry_id: int, email: str) -> WaitlistEntry:
+        return from_wire(WaitlistEntry, self._call("get_waitlist_entry", entry_id, email))
 
     def cancel(self, code: str, email: str) -> Reservation:
         return from_wire(Reservation, self._call("cancel", code, email))

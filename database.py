@@ -33,8 +33,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import seating
 from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
-from records import Event, LedgerEntry, OutboxMessage, Reservation, Sector, SectorReport, format_money
+from records import Event, LedgerEntry, OutboxMessage, Reservation, SeatMap, Sector, SectorReport, WaitlistEntry, format_money
 
 log = logging.getLogger("bilheteria.database")
 
@@ -42,6 +43,8 @@ T = TypeVar("T")
 
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_PER_ORDER = 10
+DEFAULT_OFFER_SECONDS = 900.0
+"""How long a waitlist offer holds its tickets before they pass to the next in line."""
 MAX_TEXT = 200
 MAX_EMAIL = 254
 MAX_CAPACITY = 10_000_000
@@ -138,14 +141,48 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 'pending';
     CREATE INDEX ledger_by_time ON ledger(at);
     """,
+    # 4: seated sectors, where a seat is a row of seat_holds while an active reservation holds it (so the
+    # primary key refuses a seat twice); the waitlist; and the payment reference a confirmation carries.
+    """
+    ALTER TABLE sectors ADD COLUMN seat_rows INTEGER NOT NULL DEFAULT 0 CHECK (seat_rows >= 0);
+    ALTER TABLE sectors ADD COLUMN seats_per_row INTEGER NOT NULL DEFAULT 0 CHECK (seats_per_row >= 0);
+    ALTER TABLE reservations ADD COLUMN seats TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reservations ADD COLUMN payment_ref TEXT;
+    CREATE TABLE seat_holds (
+        event_id INTEGER NOT NULL,
+        sector TEXT NOT NULL,
+        seat TEXT NOT NULL,
+        code TEXT NOT NULL REFERENCES reservations(code),
+        PRIMARY KEY (event_id, sector, seat)
+    );
+    CREATE INDEX seat_holds_by_code ON seat_holds(code);
+    CREATE TABLE waitlist (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL,
+        sector TEXT NOT NULL,
+        quantity INTEGER NOT NULL CHECK (quantity > 0),
+        customer TEXT NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('waiting', 'offered', 'accepted', 'lapsed', 'left')),
+        created_at REAL NOT NULL,
+        code TEXT,
+        offer_expires_at REAL,
+        FOREIGN KEY (event_id, sector) REFERENCES sectors(event_id, name)
+    );
+    CREATE INDEX waitlist_waiting ON waitlist(event_id, sector, id) WHERE status = 'waiting';
+    CREATE INDEX waitlist_by_code ON waitlist(code);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[tuple[str, int, int], ...]], ...] = (
+SectorSpec = tuple[str, int, int] | tuple[str, int, int, int]
+"""(name, price_cents, capacity) for unnumbered tickets, (name, price_cents, rows, seats_per_row) for seats."""
+
+DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[SectorSpec, ...]], ...] = (
     ("Noite de Abertura - Rock na Praia", "Arena Copacabana, Rio de Janeiro", "2027-03-13T20:00:00-03:00",
      (("Pista", 25000, 300), ("VIP", 68000, 50))),
     ("Bachianas Brasileiras", "Sala São Paulo, São Paulo", "2027-04-02T21:00:00-03:00",
-     (("Plateia", 9000, 120), ("Camarote", 18000, 30))),
+     (("Plateia", 9000, 10, 12), ("Camarote", 18000, 30))),
     ("Stand-up: Noite de Estreia", "Teatro Rival, Rio de Janeiro", "2027-02-20T22:00:00-03:00",
      (("Geral", 6000, 80),)),
 )
@@ -153,7 +190,7 @@ DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[tuple[str, int, int], ...]], ..
 _OUTBOX_COLUMNS = "id, kind, recipient, subject, body, code, attempts, status"
 _RESERVATION_COLUMNS = (
     "code, event_id, sector, quantity, customer, email, category, unit_price_cents, total_cents, "
-    "status, created_at, expires_at"
+    "status, created_at, expires_at, seats"
 )
 
 
@@ -172,7 +209,7 @@ def new_code() -> str:
 
 
 def _reservation(row: tuple) -> Reservation:
-    return Reservation(*row[:10], iso(row[10]), iso(row[11]))
+    return Reservation(*row[:10], iso(row[10]), iso(row[11]), tuple(row[12].split(",")) if row[12] else ())
 
 
 def _clean_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
@@ -191,6 +228,29 @@ def _clean_email(value: str) -> str:
     if not EMAIL_SHAPE.fullmatch(email):
         raise InvalidRequest(f"{email!r} does not look like an email address (name@domain.tld)")
     return email
+
+
+def _clean_sector(sector: Sequence[Any]) -> SectorSpec:
+    if len(sector) not in (3, 4):
+        raise InvalidRequest("each sector is (name, price_cents, capacity) or (name, price_cents, rows, seats_per_row)")
+    name = _clean_text(sector[0], "sector name", 100)
+    price = sector[1]
+    if not 0 <= price <= MAX_PRICE_CENTS:
+        raise InvalidRequest(f"price_cents of {name} must be between 0 and {MAX_PRICE_CENTS}")
+    if len(sector) == 4:
+        rows, seats_per_row = sector[2], sector[3]
+        if not 1 <= rows <= seating.MAX_ROWS or not 1 <= seats_per_row <= seating.MAX_SEATS_PER_ROW:
+            raise InvalidRequest(
+                f"{name}: a seated sector has 1 to {seating.MAX_ROWS} rows of 1 to {seating.MAX_SEATS_PER_ROW} seats"
+            )
+        return name, price, rows, seats_per_row
+    if not 1 <= sector[2] <= MAX_CAPACITY:
+        raise InvalidRequest(f"capacity of {name} must be between 1 and {MAX_CAPACITY}")
+    return name, price, sector[2]
+
+
+def plural_seats(labels: Sequence[str]) -> str:
+    return f"Seat {labels[0]} is" if len(labels) == 1 else f"Seats {', '.join(labels)} are"
 
 
 def _clean_starts_at(value: str) -> str:
@@ -476,15 +536,17 @@ class Store:
         *,
         hold_seconds: float = DEFAULT_HOLD_SECONDS,
         max_per_order: int = DEFAULT_MAX_PER_ORDER,
+        offer_seconds: float = DEFAULT_OFFER_SECONDS,
         seed_demo: bool = True,
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 10_000,
     ) -> None:
-        if hold_seconds <= 0:
-            raise ValueError("hold_seconds must be positive")
+        if hold_seconds <= 0 or offer_seconds <= 0:
+            raise ValueError("hold_seconds and offer_seconds must be positive")
         self.path = str(path)
         self.hold_seconds = float(hold_seconds)
         self.max_per_order = max_per_order
+        self.offer_seconds = float(offer_seconds)
         self.clock = clock
         self.engine = open_engine(self.path, busy_timeout_ms)
         self.backend = self.engine.backend
@@ -508,7 +570,8 @@ class Store:
     def list_events(self) -> tuple[Event, ...]:
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit "
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit, "
+                "s.seat_rows, s.seats_per_row "
                 "FROM events e LEFT JOIN sectors s ON s.event_id = e.id ORDER BY e.id, s.position"
             ).fetchall()
         return tuple(self._events_from_rows(rows))
@@ -516,7 +579,8 @@ class Store:
     def get_event(self, event_id: int) -> Event:
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit "
+                "SELECT e.id, e.name, e.venue, e.starts_at, e.status, s.name, s.price_cents, s.capacity, s.available, s.half_limit, "
+                "s.seat_rows, s.seats_per_row "
                 "FROM events e LEFT JOIN sectors s ON s.event_id = e.id WHERE e.id = ? ORDER BY s.position",
                 (event_id,),
             ).fetchall()
@@ -554,7 +618,7 @@ class Store:
     def ledger(self, since: int = 0, limit: int = 1000) -> tuple[LedgerEntry, ...]:
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT seq, at, action, code, event_id, sector, quantity FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, at, action, code, event_id, sector, quantity, detail FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
                 (since, limit),
             ).fetchall()
         return tuple(LedgerEntry(seq, iso(at), *rest) for seq, at, *rest in rows)
@@ -591,6 +655,25 @@ class Store:
                 problems.append(f"{where}: half-price counter {half_taken} != active half-price tickets {half_active}")
             if half_limit is not None and half_active > half_limit:
                 problems.append(f"{where}: {half_active} half-price tickets over the limit of {half_limit}")
+        return problems + self._seat_problems()
+
+    def _seat_problems(self) -> list[str]:
+        """Seated sectors: the seats held are exactly those of the active reservations, one per ticket."""
+        with self._reader() as connection:
+            stray = connection.execute(
+                "SELECT h.event_id, h.sector, h.seat, r.code, r.status FROM seat_holds h JOIN reservations r ON r.code = h.code "
+                "WHERE r.status NOT IN ('held', 'confirmed') OR r.event_id <> h.event_id OR r.sector <> h.sector"
+            ).fetchall()
+            mismatched = connection.execute(
+                "SELECT r.code, r.quantity, r.seats, (SELECT COUNT(*) FROM seat_holds h WHERE h.code = r.code) "
+                "FROM reservations r JOIN sectors s ON s.event_id = r.event_id AND s.name = r.sector "
+                "WHERE s.seat_rows > 0 AND r.status IN ('held', 'confirmed')"
+            ).fetchall()
+        problems = [f"event {event_id} sector {sector!r}: seat {seat} held by {status} reservation {code}"
+                    for event_id, sector, seat, code, status in stray]
+        for code, quantity, seats, holds in mismatched:
+            if len(seats.split(",")) != quantity or holds != quantity:
+                problems.append(f"reservation {code}: {quantity} tickets, seats {seats!r}, {holds} seats held")
         return problems
 
     # -- writes -------------------------------------------------------------------------------------
@@ -605,8 +688,13 @@ class Store:
         category: str = "full",
         request_id: str | None = None,
         confirm: bool = False,
+        seats: Sequence[str] | None = None,
     ) -> Reservation:
-        """Hold (or, with confirm, sell) tickets; the same request_id always answers with the same reservation."""
+        """Hold (or, with confirm, sell) tickets; the same request_id always answers with the same reservation.
+
+        In a seated sector, `seats` names exactly the seats wanted (all or none); without it the best block of
+        adjacent seats is chosen. A seat is refused twice by the primary key of seat_holds, not by a check.
+        """
         if not 1 <= quantity <= self.max_per_order:
             raise InvalidRequest(f"quantity must be between 1 and {self.max_per_order}, not {quantity}")
         customer = _clean_text(customer, "customer name")
@@ -615,6 +703,8 @@ class Store:
             raise InvalidRequest(f"category must be 'full' or 'half', not {category[:20]!r}")
         if sector is not None:
             sector = _clean_text(sector, "sector", 100)
+        if seats is not None and len(seats) != quantity:
+            raise InvalidRequest(f"{len(seats)} seats named for {quantity} tickets; name one seat per ticket")
         request_id = uuid.uuid4().hex if request_id is None else _clean_text(request_id, "request_id", 100)
         wanted = (event_id, sector, quantity, customer, email, category)
 
@@ -624,20 +714,22 @@ class Store:
             if taken is None:
                 existing = self._by_request_id(connection, request_id)
                 if existing is not None:
-                    return self._replayed(existing, wanted)
+                    return self._replayed(existing, wanted, seats)
                 taken = self._take_or_explain(connection, event_id, sector, quantity, half)
-            sector_name, price = taken
+            sector_name, price, rows, seats_per_row = taken
+            chosen = self._seats_for_sale(connection, event_id, sector_name, rows, seats_per_row, quantity, seats)
             now = self.clock()
             numerator, denominator = CATEGORIES[category]
             unit = -(-price * numerator // denominator)
             status, expires_at = ("confirmed", None) if confirm else ("held", now + self.hold_seconds)
-            details = (event_id, sector_name, quantity, customer, email, category, unit, unit * quantity, status, now, expires_at)
+            details = (event_id, sector_name, quantity, customer, email, category, unit, unit * quantity, status, now, expires_at, chosen)
             row = self._insert_reservation(connection, details, request_id)
             if row is None:
                 # The request id is taken: this is a retry of a reservation made earlier. Give back what
                 # was just taken, inside this same transaction, and answer with the original.
                 self._give_back(connection, event_id, sector_name, quantity, half)
-                return self._replayed(self._by_request_id(connection, request_id), wanted)
+                return self._replayed(self._by_request_id(connection, request_id), wanted, seats)
+            self._hold_seats(connection, row)
             self._record(connection, now, "sell" if confirm else "hold", row[0], event_id, sector_name, quantity)
             if confirm:
                 self._announce(connection, now, "confirmed", row)
@@ -646,9 +738,46 @@ class Store:
         return self._submit(op)
 
     @staticmethod
+    def _seats_for_sale(
+        connection: Connection, event_id: int, sector: str, rows: int, seats_per_row: int, quantity: int, seats: Sequence[str] | None
+    ) -> str:
+        """The seats of a sale as stored ("A1,A2"), or "" in an unnumbered sector."""
+        if not rows:
+            if seats is not None:
+                raise InvalidRequest(f"sector {sector} has no numbered seats; reserve without naming seats")
+            return ""
+        if seats is not None:
+            try:
+                return ",".join(seating.canonical(seats, rows, seats_per_row))
+            except seating.SeatError as exc:
+                raise InvalidRequest(f"bad seats for {sector}: {exc}") from None
+        taken = {seat for (seat,) in connection.execute(
+            "SELECT seat FROM seat_holds WHERE event_id = ? AND sector = ?", (event_id, sector)
+        ).fetchall()}
+        block = seating.best_block(taken, rows, seats_per_row, quantity)
+        if block is None:
+            raise SoldOut(f"No {quantity} adjacent seats left in one row of {sector}; choose the seats one by one")
+        return ",".join(block)
+
+    @staticmethod
+    def _hold_seats(connection: Connection, row: tuple) -> None:
+        """One row per seat; the primary key turns a seat already held into a refusal of the whole reservation."""
+        if not row[12]:
+            return
+        labels = row[12].split(",")
+        values = ", ".join("(?, ?, ?, ?)" for _ in labels)
+        params = [value for seat in labels for value in (row[1], row[2], seat, row[0])]
+        held = {seat for (seat,) in connection.execute(
+            f"INSERT INTO seat_holds (event_id, sector, seat, code) VALUES {values} ON CONFLICT DO NOTHING RETURNING seat", params
+        ).fetchall()}
+        if len(held) != len(labels):
+            gone = [seat for seat in labels if seat not in held]
+            raise SoldOut(f"{plural_seats(gone)} already taken in {row[2]}; choose others")
+
+    @staticmethod
     def _take_on_the_fast_path(
         connection: Connection, event_id: int, sector: str | None, quantity: int, half: int
-    ) -> tuple[str, int] | None:
+    ) -> tuple[str, int, int, int] | None:
         """The common case in one statement: the event is on sale and the sector (named, or the event's only
         one) has the tickets. None means "look closer": a refusal to explain, or a retry to recognise.
         """
@@ -657,16 +786,16 @@ class Store:
             "WHERE event_id = ? AND available >= ? AND (SELECT status FROM events WHERE id = ?) = 'on_sale' "
             "AND name = COALESCE(?, (SELECT MIN(name) FROM sectors WHERE event_id = ? HAVING COUNT(*) = 1)) "
             "AND (? = 0 OR half_limit IS NULL OR half_taken + ? <= half_limit) "
-            "RETURNING name, price_cents",
+            "RETURNING name, price_cents, seat_rows, seats_per_row",
             (quantity, half, event_id, quantity, event_id, sector, event_id, half, half),
         ).fetchone()
         return row
 
     def _take_or_explain(
         self, connection: Connection, event_id: int, sector: str | None, quantity: int, half: int
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, int, int]:
         """The slow path: resolve the sector, then take the tickets or say precisely why not."""
-        sector_name, price, event_name, event_status = self._sector_for_sale(connection, event_id, sector)
+        sector_name, price, event_name, event_status, rows, seats_per_row = self._sector_for_sale(connection, event_id, sector)
         if event_status != "on_sale":
             raise EventClosed(f"{event_name} is {event_status.replace('_', ' ')}; it takes no new reservations")
         updated = connection.execute(
@@ -686,7 +815,7 @@ class Store:
             if left:
                 raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
             raise SoldOut(f"{sector_name} for {event_name} is sold out")
-        return sector_name, price
+        return sector_name, price, rows, seats_per_row
 
     @staticmethod
     def _give_back(connection: Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
@@ -702,13 +831,13 @@ class Store:
     def _insert_reservation(self, connection: Connection, details: tuple, request_id: str) -> tuple | None:
         """Insert under a fresh code, or None when the request id is already taken.
 
-        A clash between two random codes is rare enough to just draw again. The conflict clause covers both
-        unique columns, so the statement never fails: a failed statement would spoil a PostgreSQL transaction.
+        A clash between two random codes is rare enough to just draw again. Neither clash raises (a failed
+        statement would spoil a PostgreSQL transaction); the insert that did nothing says which it was.
         """
         for _ in range(5):
             row = (new_code(), *details)
             inserted = connection.execute(
-                f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
                 (*row, request_id),
             ).rowcount
@@ -716,20 +845,24 @@ class Store:
                 return row
             if self._by_request_id(connection, request_id) is not None:
                 return None
-        raise Unavailable("five fresh reservation codes in a row were taken; try again")
+        raise Unavailable("could not draw an unused reservation code")
 
     @staticmethod
-    def _replayed(row: tuple, wanted: tuple) -> Reservation:
+    def _replayed(row: tuple, wanted: tuple, seats: Sequence[str] | None) -> Reservation:
         event_id, sector, quantity, customer, email, category = wanted
         same = (row[1], row[3], row[4], row[5].casefold(), row[6]) == (event_id, quantity, customer, email.casefold(), category)
+        if seats is not None and sorted(label.strip().upper() for label in seats) != sorted(row[12].split(",")):
+            same = False
         if not same or (sector is not None and sector != row[2]):
             raise InvalidRequest("this request_id was already used for a different reservation")
         return _reservation(row)
 
     @staticmethod
-    def _sector_for_sale(connection: Connection, event_id: int, sector: str | None) -> tuple[str, int, str, str]:
+    def _sector_for_sale(connection: Connection, event_id: int, sector: str | None) -> tuple[str, int, str, str, int, int]:
+        """(sector, price, event name, event status, seat rows, seats per row); the sector may go unnamed in a one-sector event."""
         rows = connection.execute(
-            "SELECT s.name, s.price_cents, e.name, e.status FROM events e LEFT JOIN sectors s ON s.event_id = e.id "
+            "SELECT s.name, s.price_cents, e.name, e.status, s.seat_rows, s.seats_per_row FROM events e "
+            "LEFT JOIN sectors s ON s.event_id = e.id "
             "WHERE e.id = ? ORDER BY s.position",
             (event_id,),
         ).fetchall()
@@ -746,8 +879,11 @@ class Store:
         names = ", ".join(row[0] for row in rows if row[0] is not None)
         raise NotFound(f"{rows[0][2]} has no sector {sector!r} (sectors: {names})")
 
-    def confirm(self, code: str, email: str) -> Reservation:
-        """Turn a hold into a sale; confirming twice answers with the same sale."""
+    def confirm(self, code: str, email: str, payment_ref: str | None = None) -> Reservation:
+        """Turn a hold into a sale; confirming twice answers with the same sale. `payment_ref` is what the
+        (fictitious) payment step answered, kept with the sale for the clerk who has to trace it."""
+        if payment_ref is not None:
+            payment_ref = _clean_text(payment_ref, "payment reference", 100)
 
         def op(connection: Connection) -> Reservation:
             row = self._locked_reservation(connection, code, email)
@@ -762,9 +898,12 @@ class Store:
             event_status = connection.execute("SELECT status FROM events WHERE id = ?", (row[1],)).fetchone()[0]
             if event_status == "cancelled":
                 raise EventClosed(f"The event of reservation {row[0]} was cancelled")
-            connection.execute("UPDATE reservations SET status = 'confirmed', expires_at = NULL WHERE code = ?", (row[0],))
+            connection.execute(
+                "UPDATE reservations SET status = 'confirmed', expires_at = NULL, payment_ref = ? WHERE code = ?", (payment_ref, row[0])
+            )
             self._record(connection, now, "confirm", row[0], row[1], row[2], row[3])
-            confirmed = (*row[:9], "confirmed", row[10], None)
+            connection.execute("UPDATE waitlist SET status = 'accepted' WHERE code = ? AND status = 'offered'", (row[0],))
+            confirmed = (*row[:9], "confirmed", row[10], None, row[12])
             self._announce(connection, now, "confirmed", confirmed)
             return _reservation(confirmed)
 
@@ -779,7 +918,7 @@ class Store:
                 return _reservation(row)
             now = self.clock()
             self._release(connection, now, "cancel", row, announce="cancelled")
-            return _reservation((*row[:9], "cancelled", row[10], None))
+            return _reservation((*row[:9], "cancelled", row[10], None, row[12]))
 
         return self._submit(op)
 
@@ -794,7 +933,8 @@ class Store:
         return row
 
     def _release(self, connection: Connection, now: float, action: str, row: tuple, announce: str | None = None) -> None:
-        """Cancel or expire an active reservation and give its tickets back; `announce` mails the customer.
+        """Cancel or expire an active reservation and give its tickets and seats back, to the waitlist first;
+        `announce` mails the customer. A waitlist offer that ends here lapses (expiry) or is left (cancel).
         Only a hold expires: one confirmed since `row` was read (by another replica) stays sold."""
         new_status = "cancelled" if action == "cancel" else "expired"
         keep_expiry = row[11] if new_status == "expired" else None
@@ -802,11 +942,63 @@ class Store:
             "UPDATE reservations SET status = ?, expires_at = ? WHERE code = ? AND status IN ('held', ?)",
             (new_status, keep_expiry, row[0], "confirmed" if action == "cancel" else "held"),
         ).rowcount
-        if changed:
-            self._give_back(connection, row[1], row[2], row[3], row[3] if row[6] == "half" else 0)
-            self._record(connection, now, action, row[0], row[1], row[2], row[3])
-            if announce is not None:
-                self._announce(connection, now, announce, (*row[:9], "cancelled", row[10], None))
+        if not changed:
+            return
+        self._give_back(connection, row[1], row[2], row[3], row[3] if row[6] == "half" else 0)
+        if row[12]:
+            connection.execute("DELETE FROM seat_holds WHERE code = ?", (row[0],))
+        self._record(connection, now, action, row[0], row[1], row[2], row[3])
+        if announce is not None:
+            self._announce(connection, now, announce, (*row[:9], "cancelled", row[10], None, row[12]))
+        entry_status = "lapsed" if action == "expire" else "left"
+        entry_action = "lapse" if action == "expire" else "leave"
+        for (entry_id,) in connection.execute(
+            "UPDATE waitlist SET status = ? WHERE code = ? AND status = 'offered' RETURNING id", (entry_status, row[0])
+        ).fetchall():
+            self._record(connection, now, entry_action, row[0], row[1], row[2], row[3], f"waitlist:{entry_id}")
+        self._offer_freed(connection, now, row[1], row[2])
+
+    def _offer_freed(self, connection: Connection, now: float, event_id: int, sector: str) -> None:
+        """Hand freed tickets to the waitlist, first come first served, before anyone else can buy them: each
+        waiting entry that fits, in order, gets a hold for the offer window in this same transaction."""
+        state = connection.execute(
+            "SELECT s.available, s.price_cents, s.seat_rows, s.seats_per_row, e.status FROM sectors s "
+            "JOIN events e ON e.id = s.event_id WHERE s.event_id = ? AND s.name = ?",
+            (event_id, sector),
+        ).fetchone()
+        available, price, rows, seats_per_row, event_status = state
+        if not available or event_status != "on_sale":
+            return
+        waiting = connection.execute(
+            "SELECT id, quantity, customer, email FROM waitlist WHERE event_id = ? AND sector = ? AND status = 'waiting' ORDER BY id",
+            (event_id, sector),
+        ).fetchall()
+        for entry_id, quantity, customer, email in waiting:
+            if quantity > available or not connection.execute(
+                "UPDATE sectors SET available = available - ? WHERE event_id = ? AND name = ? AND available >= ?",
+                (quantity, event_id, sector, quantity),
+            ).rowcount:
+                continue
+            try:
+                chosen = self._seats_for_sale(connection, event_id, sector, rows, seats_per_row, quantity, None)
+            except SoldOut:
+                self._give_back(connection, event_id, sector, quantity, 0)
+                continue
+            expires_at = now + self.offer_seconds
+            details = (event_id, sector, quantity, customer, email, "full", price, price * quantity, "held", now, expires_at, chosen)
+            row = self._insert_reservation(connection, details, f"waitlist-{entry_id}")
+            if row is None:
+                self._give_back(connection, event_id, sector, quantity, 0)
+                continue
+            self._hold_seats(connection, row)
+            connection.execute(
+                "UPDATE waitlist SET status = 'offered', code = ?, offer_expires_at = ? WHERE id = ?", (row[0], expires_at, entry_id)
+            )
+            self._record(connection, now, "offer", row[0], event_id, sector, quantity, f"waitlist:{entry_id}")
+            self._announce(connection, now, "offered", row)
+            available -= quantity
+            if not available:
+                return
 
     def expire_holds(self, limit: int = 500) -> int:
         """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once)."""
@@ -823,57 +1015,158 @@ class Store:
 
         return self._submit(op)
 
-    def create_event(self, name: str, venue: str, starts_at: str, sectors: tuple[tuple[str, int, int], ...]) -> Event:
-        """A new event on sale with its sectors, all or nothing."""
+    # -- seats and the waitlist -------------------------------------------------------------------------
+
+    def seat_map(self, event_id: int, sector: str) -> SeatMap:
+        """Every seat's state in one string, from the seat holds and the status of the reservations holding them."""
+        sector = _clean_text(sector, "sector", 100)
+        with self._reader() as connection:
+            row = connection.execute(
+                "SELECT seat_rows, seats_per_row FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector)
+            ).fetchone()
+            if row is None:
+                self._event_row(connection, event_id)
+                raise NotFound(f"Event {event_id} has no sector {sector[:100]!r}")
+            rows, seats_per_row = row
+            if not rows:
+                raise InvalidRequest(f"sector {sector} has no numbered seats")
+            holds = connection.execute(
+                "SELECT h.seat, r.status FROM seat_holds h JOIN reservations r ON r.code = h.code WHERE h.event_id = ? AND h.sector = ?",
+                (event_id, sector),
+            ).fetchall()
+        states = [SeatMap.FREE] * (rows * seats_per_row)
+        for seat, status in holds:
+            row_index, seat_index = seating.parse_label(seat, rows, seats_per_row)
+            states[row_index * seats_per_row + seat_index] = SeatMap.SOLD if status == "confirmed" else SeatMap.HELD
+        return SeatMap(event_id, sector, rows, seats_per_row, "".join(states))
+
+    def join_waitlist(self, event_id: int, quantity: int, customer: str, email: str, sector: str | None = None) -> WaitlistEntry:
+        """Queue for a sold-out sector. Joining again with the same email while still waiting answers with the same
+        entry, so a retried call never queues a customer twice."""
+        if not 1 <= quantity <= self.max_per_order:
+            raise InvalidRequest(f"quantity must be between 1 and {self.max_per_order}, not {quantity}")
+        customer = _clean_text(customer, "customer name")
+        email = _clean_email(email)
+        if sector is not None:
+            sector = _clean_text(sector, "sector", 100)
+
+        def op(connection: Connection) -> int:
+            sector_name, _, event_name, event_status, rows, seats_per_row = self._sector_for_sale(connection, event_id, sector)
+            if event_status == "cancelled":
+                raise EventClosed(f"{event_name} was cancelled")
+            existing = connection.execute(
+                "SELECT id FROM waitlist WHERE event_id = ? AND sector = ? AND lower(email) = lower(?) AND status = 'waiting'",
+                (event_id, sector_name, email),
+            ).fetchone()
+            if existing is not None:
+                return existing[0]
+            available = connection.execute(
+                "SELECT available FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector_name)
+            ).fetchone()[0]
+            if available >= quantity and event_status == "on_sale":
+                try:
+                    self._seats_for_sale(connection, event_id, sector_name, rows, seats_per_row, quantity, None)
+                except SoldOut:
+                    pass  # tickets are left, but not side by side: waiting for a block is a fair wish
+                else:
+                    raise InvalidRequest(f"{sector_name} still has {available} tickets; reserve them instead")
+            now = self.clock()
+            entry_id = connection.execute(
+                "INSERT INTO waitlist (event_id, sector, quantity, customer, email, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'waiting', ?) RETURNING id",
+                (event_id, sector_name, quantity, customer, email, now),
+            ).fetchone()[0]
+            self._record(connection, now, "join", None, event_id, sector_name, quantity, f"waitlist:{entry_id}")
+            return entry_id
+
+        return self.waitlist_entry(self._submit(op))
+
+    def leave_waitlist(self, entry_id: int, email: str) -> WaitlistEntry:
+        """Leave the queue; an offer not yet confirmed is given up (its tickets pass to the next in line)."""
+
+        def op(connection: Connection) -> None:
+            status, code, event_id, sector, quantity = self._owned_entry(connection, entry_id, email)
+            now = self.clock()
+            if status == "waiting":
+                connection.execute("UPDATE waitlist SET status = 'left' WHERE id = ?", (entry_id,))
+                self._record(connection, now, "leave", None, event_id, sector, quantity, f"waitlist:{entry_id}")
+            elif status == "offered":
+                row = connection.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code,)).fetchone()
+                self._release(connection, now, "cancel", row)
+
+        self._submit(op)
+        return self.waitlist_entry(entry_id)
+
+    def get_waitlist_entry(self, entry_id: int, email: str) -> WaitlistEntry:
+        with self._reader() as connection:
+            self._owned_entry(connection, entry_id, email)
+        return self.waitlist_entry(entry_id)
+
+    @staticmethod
+    def _owned_entry(connection: Connection, entry_id: int, email: str) -> tuple[str, str | None, int, str, int]:
+        """(status, offered code, event, sector, quantity) if the email matches; a wrong email looks exactly like a wrong id."""
+        row = connection.execute(
+            "SELECT status, code, event_id, sector, quantity, email FROM waitlist WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if row is None or row[5].casefold() != email.strip().casefold():
+            raise NotFound(f"No waitlist entry {entry_id} for that email")
+        return row[:5]
+
+    def waitlist_entry(self, entry_id: int) -> WaitlistEntry:
+        """The entry with its place in line, without the owner's email: what a server pushes to the owner's callback."""
+        with self._reader() as connection:
+            row = connection.execute(
+                "SELECT w.id, w.event_id, w.sector, w.quantity, w.customer, w.status, "
+                "CASE WHEN w.status = 'waiting' THEN (SELECT COUNT(*) FROM waitlist a WHERE a.event_id = w.event_id "
+                "AND a.sector = w.sector AND a.status = 'waiting' AND a.id <= w.id) ELSE 0 END, "
+                "w.code, w.offer_expires_at, w.created_at FROM waitlist w WHERE w.id = ?",
+                (entry_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"No waitlist entry {entry_id}")
+        return WaitlistEntry(*row[:8], iso(row[8]), iso(row[9]))
+
+    def create_event(self, name: str, venue: str, starts_at: str, sectors: Sequence[SectorSpec]) -> Event:
+        """A new event on sale with its sectors, all or nothing; a sector given with rows and seats per row is seated."""
         name = _clean_text(name, "event name")
         venue = _clean_text(venue, "venue")
         starts_at = _clean_starts_at(starts_at)
         if not 1 <= len(sectors) <= MAX_SECTORS:
             raise InvalidRequest(f"an event needs between 1 and {MAX_SECTORS} sectors")
-        cleaned = []
-        for sector in sectors:
-            if len(sector) != 3:
-                raise InvalidRequest("each sector is (name, price_cents, capacity)")
-            sector_name, price, capacity = sector
-            sector_name = _clean_text(sector_name, "sector name", 100)
-            if not 0 <= price <= MAX_PRICE_CENTS:
-                raise InvalidRequest(f"price_cents of {sector_name} must be between 0 and {MAX_PRICE_CENTS}")
-            if not 1 <= capacity <= MAX_CAPACITY:
-                raise InvalidRequest(f"capacity of {sector_name} must be between 1 and {MAX_CAPACITY}")
-            cleaned.append((sector_name, price, capacity))
+        cleaned = [_clean_sector(sector) for sector in sectors]
         if len({sector[0] for sector in cleaned}) != len(cleaned):
             raise InvalidRequest("sector names must be unique within an event")
         event_id = self._submit(lambda connection: self._insert_event(connection, name, venue, starts_at, cleaned))
         return self.get_event(event_id)
 
-    def _insert_event(
-        self, connection: Connection, name: str, venue: str, starts_at: str, sectors: Iterable[tuple[str, int, int]]
-    ) -> int:
+    def _insert_event(self, connection: Connection, name: str, venue: str, starts_at: str, sectors: Iterable[SectorSpec]) -> int:
         now = self.clock()
         # An id is never reused, not even a deleted event's: the ledger still speaks of it, and a terminal
         # holding it must get NotFound, not a new event. The ledger remembers every id ever opened.
         event_id = connection.execute(
-            "INSERT INTO events (id, name, venue, starts_at, status, created_at) VALUES ("
-            "(SELECT 1 + MAX(n) FROM (SELECT COALESCE(MAX(id), 0) AS n FROM events UNION ALL "
-            "SELECT COALESCE(MAX(event_id), 0) FROM ledger) AS known), "
-            "?, ?, ?, 'on_sale', ?) RETURNING id",
+            "INSERT INTO events (id, name, venue, starts_at, status, created_at) SELECT 1 + COALESCE(MAX(id), 0), ?, ?, ?, 'on_sale', ? "
+            "FROM (SELECT MAX(id) AS id FROM events UNION ALL SELECT MAX(event_id) FROM ledger) AS used RETURNING id",
             (name, venue, starts_at, now),
         ).fetchone()[0]
-        for position, (sector_name, price, capacity) in enumerate(sectors):
+        for position, (sector_name, price, *size) in enumerate(sectors):
+            rows, seats_per_row = size if len(size) == 2 else (0, 0)
+            capacity = rows * seats_per_row or size[0]
             connection.execute(
-                "INSERT INTO sectors (event_id, name, position, price_cents, capacity, available) VALUES (?, ?, ?, ?, ?, ?)",
-                (event_id, sector_name, position, price, capacity, capacity),
+                "INSERT INTO sectors (event_id, name, position, price_cents, capacity, available, seat_rows, seats_per_row) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_id, sector_name, position, price, capacity, capacity, rows, seats_per_row),
             )
             self._record(connection, now, "open", None, event_id, sector_name, capacity)
         return event_id
 
     @staticmethod
     def _record(
-        connection: Connection, now: float, action: str, code: str | None, event_id: int, sector: str | None, quantity: int | None
+        connection: Connection, now: float, action: str, code: str | None, event_id: int, sector: str | None, quantity: int | None,
+        detail: str | None = None,
     ) -> None:
         connection.execute(
-            "INSERT INTO ledger (at, action, code, event_id, sector, quantity) VALUES (?, ?, ?, ?, ?, ?)",
-            (now, action, code, event_id, sector, quantity),
+            "INSERT INTO ledger (at, action, code, event_id, sector, quantity, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (now, action, code, event_id, sector, quantity, detail),
         )
 
     # -- the outbox ---------------------------------------------------------------------------------
@@ -888,11 +1181,14 @@ class Store:
             "confirmed": f"Your tickets for {name} - {code}",
             "cancelled": f"Reservation {code} cancelled - {name}",
             "event_cancelled": f"{name} was cancelled - reservation {code}",
+            "offered": f"Tickets held for you from the waitlist - {name} - {code}",
         }[kind]
         opening = {
             "confirmed": "your purchase is confirmed.",
             "cancelled": "your reservation was cancelled and its tickets went back on sale.",
             "event_cancelled": "the event was cancelled by the organiser, so your reservation was cancelled. Refunds follow.",
+            "offered": "tickets came back and, as you were first on the waitlist, they are held for you. Confirm them with "
+            "this code before the hold runs out, or they pass to the next in line.",
         }[kind]
         body = "\n".join((
             f"Hello {customer},",
@@ -903,7 +1199,7 @@ class Store:
             f"Event: {name}",
             f"Venue: {venue}",
             f"Starts: {starts_at}",
-            f"Sector: {sector}",
+            f"Sector: {sector}" + (f", seats {row[12].replace(',', ' ')}" if row[12] else ""),
             f"Tickets: {quantity} x {format_money(unit, currency)} ({category} price)",
             f"Total: {format_money(total, currency)}",
             "",
@@ -1015,6 +1311,8 @@ class Store:
                     connection.execute(f"UPDATE events SET {column} = ? WHERE id = ?", (value, event_id))
             for sector, capacity in capacities:
                 current = self._sector_row(connection, event_id, sector)
+                if current[3]:
+                    raise InvalidRequest(f"{sector} is seated: its capacity is its seat map")
                 taken = current[0] - current[1]
                 if capacity < taken:
                     raise InvalidRequest(f"{sector} has {taken} tickets held or sold; its capacity cannot go below that")
@@ -1023,6 +1321,8 @@ class Store:
                     (capacity, capacity - current[0], event_id, sector),
                 )
                 self._record(connection, now, "capacity", None, event_id, sector, capacity)
+                if capacity > current[0]:
+                    self._offer_freed(connection, now, event_id, sector)
             for sector, limit in half_limits:
                 half_taken = self._sector_row(connection, event_id, sector)[2]
                 if limit is not None and limit < half_taken:
@@ -1036,9 +1336,10 @@ class Store:
         return self.get_event(event_id)
 
     @staticmethod
-    def _sector_row(connection: Connection, event_id: int, sector: str) -> tuple[int, int, int]:
+    def _sector_row(connection: Connection, event_id: int, sector: str) -> tuple[int, int, int, int]:
+        """(capacity, available, half-price taken, seat rows)."""
         row = connection.execute(
-            "SELECT capacity, available, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector)
+            "SELECT capacity, available, half_taken, seat_rows FROM sectors WHERE event_id = ? AND name = ?", (event_id, sector)
         ).fetchone()
         if row is None:
             raise NotFound(f"Event {event_id} has no sector {sector!r}")
@@ -1083,8 +1384,12 @@ class Store:
             if current == "cancelled":
                 raise EventClosed(f"{event_name} was cancelled; it cannot be paused or resumed")
             if current != status:
+                now = self.clock()
                 connection.execute("UPDATE events SET status = ? WHERE id = ?", (status, event_id))
-                self._record(connection, self.clock(), "pause" if status == "paused" else "resume", None, event_id, None, None)
+                self._record(connection, now, "pause" if status == "paused" else "resume", None, event_id, None, None)
+                if status == "on_sale":
+                    for (sector,) in connection.execute("SELECT name FROM sectors WHERE event_id = ?", (event_id,)).fetchall():
+                        self._offer_freed(connection, now, event_id, sector)
 
         self._submit(op)
         return self.get_event(event_id)
@@ -1102,6 +1407,7 @@ class Store:
             ).fetchall()
             for row in rows:
                 self._release(connection, now, "cancel", row, announce="event_cancelled")
+            connection.execute("UPDATE waitlist SET status = 'left' WHERE event_id = ? AND status = 'waiting'", (event_id,))
             self._record(connection, now, "cancel_event", None, event_id, None, len(rows))
             return len(rows)
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import rpyc
 from rpyc.core.channel import Channel
+from rpyc.core.netref import BaseNetref
 from rpyc.core.stream import SocketStream
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.registry import TCPRegistryClient
 from rpyc.utils.server import ThreadedServer
 
-from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, Store
+from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS, SectorSpec, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
 from mailer import Mailer, SmtpSettings, add_mail_arguments
 from records import ServerStatus, to_wire
@@ -99,15 +100,32 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _sectors(value: Any) -> tuple[tuple[str, int, int], ...]:
+def _sectors(value: Any) -> tuple[SectorSpec, ...]:
     if type(value) is not tuple or not 1 <= len(value) <= 50:
         raise InvalidRequest("sectors must be a tuple of 1 to 50 (name, price_cents, capacity) tuples")
-    sectors = []
+    sectors: list[SectorSpec] = []
     for sector in value:
-        if type(sector) is not tuple or len(sector) != 3:
-            raise InvalidRequest("each sector must be a (name, price_cents, capacity) tuple")
-        sectors.append((_str(sector[0], "sector name"), _int(sector[1], "price_cents"), _int(sector[2], "capacity")))
+        if type(sector) is not tuple or len(sector) not in (3, 4):
+            raise InvalidRequest("each sector must be a (name, price_cents, capacity) or (name, price_cents, rows, seats_per_row) tuple")
+        size = tuple(_int(number, "capacity, rows or seats_per_row") for number in sector[2:])
+        sectors.append((_str(sector[0], "sector name"), _int(sector[1], "price_cents"), *size))
     return tuple(sectors)
+
+
+def _seats(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if type(value) is not tuple or not 1 <= len(value) <= 50:
+        raise InvalidRequest("seats must be a tuple of seat labels such as ('A1', 'A2')")
+    return tuple(_str(seat, "seat label in seats", 10) for seat in value)
+
+
+def _callback(value: Any) -> Any:
+    """A proxy of a function in the client, checked by its local type only: asking the proxy anything (even
+    isinstance) would be a call into the client."""
+    if value is not None and not issubclass(type(value), BaseNetref):
+        raise InvalidRequest("callback must be a function of the calling client (or None)")
+    return value
 
 
 def _pairs(value: Any, name: str, check: Callable[[Any], Any]) -> tuple[tuple[str, Any], ...]:
@@ -212,8 +230,10 @@ class TicketService(rpyc.Service):
     def __init__(self, box: BoxOffice) -> None:
         self.box = box
         self.peer = "?"
+        self.connection: rpyc.Connection | None = None
 
     def on_connect(self, conn: rpyc.Connection) -> None:
+        self.connection = conn
         try:
             host, port = conn._config["endpoints"][1][:2]
             self.peer = f"{host}:{port}"
@@ -249,6 +269,7 @@ class TicketService(rpyc.Service):
         category: Any = "full",
         request_id: Any = None,
         confirm: Any = False,
+        seats: Any = None,
     ) -> tuple:
         reservation = self.box.store.reserve(
             _int(event_id, "event_id"),
@@ -259,14 +280,15 @@ class TicketService(rpyc.Service):
             category=_str(category, "category"),
             request_id=_optional_str(request_id, "request_id"),
             confirm=_bool(confirm, "confirm"),
+            seats=_seats(seats),
         )
         log.debug("%s %s: event %d %s x%d request %s from %s", reservation.status, reservation.code,
                  reservation.event_id, reservation.sector, reservation.quantity, request_id, self.peer)
         return to_wire(reservation)
 
     @remote
-    def exposed_confirm(self, code: Any, email: Any) -> tuple:
-        reservation = self.box.store.confirm(_str(code, "code"), _str(email, "email"))
+    def exposed_confirm(self, code: Any, email: Any, payment_ref: Any = None) -> tuple:
+        reservation = self.box.store.confirm(_str(code, "code"), _str(email, "email"), _optional_str(payment_ref, "payment_ref"))
         log.debug("confirmed %s from %s", reservation.code, self.peer)
         return to_wire(reservation)
 
@@ -279,6 +301,35 @@ class TicketService(rpyc.Service):
     @remote
     def exposed_get_reservation(self, code: Any, email: Any) -> tuple:
         return to_wire(self.box.store.get_reservation(_str(code, "code"), _str(email, "email")))
+
+    @remote
+    def exposed_get_seat_map(self, event_id: Any, sector: Any) -> tuple:
+        return to_wire(self.box.store.seat_map(_int(event_id, "event_id"), _str(sector, "sector")))
+
+    @remote
+    def exposed_join_waitlist(
+        self, event_id: Any, quantity: Any, customer: Any, email: Any, sector: Any = None, callback: Any = None
+    ) -> tuple:
+        """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets."""
+        callback = _callback(callback)
+        entry = self.box.store.join_waitlist(
+            _int(event_id, "event_id"), _int(quantity, "quantity", -MAX_WIRE_INT), _str(customer, "customer"),
+            _str(email, "email"), _optional_str(sector, "sector"),
+        )
+        if callback is not None:
+            self.box.live.watch_waitlist(entry.id, callback, self.connection)
+        log.info("waitlist %d: event %d %s x%d joined from %s", entry.id, entry.event_id, entry.sector, entry.quantity, self.peer)
+        return to_wire(entry)
+
+    @remote
+    def exposed_leave_waitlist(self, entry_id: Any, email: Any) -> tuple:
+        entry = self.box.store.leave_waitlist(_int(entry_id, "entry_id"), _str(email, "email"))
+        log.info("waitlist %d: left (%s) from %s", entry.id, entry.status, self.peer)
+        return to_wire(entry)
+
+    @remote
+    def exposed_get_waitlist_entry(self, entry_id: Any, email: Any) -> tuple:
+        return to_wire(self.box.store.get_waitlist_entry(_int(entry_id, "entry_id"), _str(email, "email")))
 
     @remote
     def exposed_admin_create_event(self, token: Any, name: Any, venue: Any, starts_at: Any, sectors: Any) -> tuple:
@@ -567,6 +618,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HOST:PORT of a name server; repeat for several (env BILHETERIA_NAME_SERVERS, comma-separated)")
     parser.add_argument("--hold-seconds", type=float, default=float(env("HOLD_SECONDS", str(DEFAULT_HOLD_SECONDS))))
     parser.add_argument("--max-per-order", type=int, default=int(env("MAX_PER_ORDER", str(DEFAULT_MAX_PER_ORDER))))
+    parser.add_argument("--offer-seconds", type=float, default=float(env("OFFER_SECONDS", str(DEFAULT_OFFER_SECONDS))),
+                        help="how long a waitlist offer holds its tickets")
     parser.add_argument("--admin-token", default=env("ADMIN_TOKEN"))
     parser.add_argument("--no-demo", action="store_true", default=env("NO_DEMO", "") not in ("", "0"),
                         help="start a new database empty instead of with the demo catalogue")
@@ -581,7 +634,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        store = Store(args.db, hold_seconds=args.hold_seconds, max_per_order=args.max_per_order, seed_demo=not args.no_demo)
+        store = Store(
+            args.db, hold_seconds=args.hold_seconds, max_per_order=args.max_per_order, offer_seconds=args.offer_seconds,
+            seed_demo=not args.no_demo,
+        )
     except (OSError, RuntimeError, sqlite3.Error, Unavailable) as exc:
         if is_database_url(args.db):
             log.error("%s", exc)  # it names the database, never its password
@@ -652,8 +708,8 @@ def _report_activity(counters: Counters, stopping: threading.Event, every: float
 
 
 def _sweep(store: Store, stopping: threading.Event) -> None:
-    """Expire lapsed holds about four times per hold period (at most every 5 s)."""
-    interval = min(5.0, store.hold_seconds / 4)
+    """Expire lapsed holds and waitlist offers about four times per period (at most every 5 s)."""
+    interval = min(5.0, store.hold_seconds / 4, store.offer_seconds / 4)
     while not stopping.wait(interval):
         try:
             expired = store.expire_holds()

@@ -90,7 +90,9 @@ def test_events_lists_the_demo_catalogue(cluster) -> None:
     assert code == 0
     assert [event["id"] for event in events] == [1, 2, 3]
     vip = next(sector for sector in events[0]["sectors"] if sector["name"] == "VIP")
-    assert vip == {"name": "VIP", "price_cents": 68000, "capacity": 50, "available": 50, "half_limit": None}
+    assert vip == {
+        "name": "VIP", "price_cents": 68000, "capacity": 50, "available": 50, "half_limit": None, "rows": 0, "seats_per_row": 0,
+    }
     human = run_cli("events", "--name-server", cluster.name_server_address)
     assert human.returncode == 0
     assert "Bachianas Brasileiras" in human.stdout and "R$ 680,00" in human.stdout

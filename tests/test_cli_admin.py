@@ -96,7 +96,7 @@ def test_ledger_since_filters_by_sequence_and_csv_parses(cluster, tmp_path: Path
     code, later = admin_json(cluster, "ledger", "--since", str(cut))
     assert code == 0
     assert later == everything[-2:]
-    assert set(later[0]) == {"seq", "at", "action", "code", "event_id", "sector", "quantity"}
+    assert set(later[0]) == {"seq", "at", "action", "code", "event_id", "sector", "quantity", "detail"}
 
     spreadsheet = tmp_path / "ledger.csv"
     human = admin(cluster, "ledger", "--since", str(cut), "--csv", str(spreadsheet))
@@ -109,7 +109,7 @@ def test_ledger_since_filters_by_sequence_and_csv_parses(cluster, tmp_path: Path
 
     empty = tmp_path / "empty.csv"
     assert admin(cluster, "ledger", "--since", str(seqs[-1]), "--csv", str(empty)).returncode == 0
-    assert empty.read_text(encoding="utf-8").splitlines() == ["seq,at,action,code,event_id,sector,quantity"]
+    assert empty.read_text(encoding="utf-8").splitlines() == ["seq,at,action,code,event_id,sector,quantity,detail"]
     unwritable = admin(cluster, "report", "--csv", str(tmp_path / "no-such-dir" / "r.csv"))
     assert unwritable.returncode == 2 and "Cannot write" in unwritable.stderr
 
@@ -283,4 +283,4 @@ def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
         event = client.get_event(4)
     assert (event.name, event.venue, event.status) == ("Forró na Praça", "Praça XV", "paused")
     assert [asdict(sector) for sector in event.sectors] == [
-        {"name": "Pista", "price_cents": 4000, "capacity": 200, "available": 200, "half_limit": None}]
+        {"name": "Pista", "price_cents": 4000, "capacity": 200, "available": 200, "half_limit": None, "rows": 0, "seats_per_row": 0}]

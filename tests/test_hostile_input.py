@@ -139,13 +139,22 @@ def cases(kind: str) -> list[tuple[Any, str]]:
         return [(v, INVALID) for v in (*NOT_STRS, HUGE, "", "   ", "x" * 101, "a\x00b") if v is not None]
     if kind == "confirm":
         return [(v, INVALID) for v in NOT_BOOLS]
+    if kind == "seats":
+        bad = ["A1", ["A1"], ("A1", "A2"), (), ("A1",) * 51, (1,), (None,), (HUGE,), ("x" * 11,), ("A0",), ("Z1",), ("A13",),
+               (SpyStr("A1"),), (Spy(),), Spy(), ("A1", ("A2",))]
+        return [(v, INVALID) for v in bad]
+    if kind == "seated_sector":
+        return [(v, INVALID) for v in (*NOT_STRS, HUGE, "", "   ", "Camarote")] + [(v, NOT_FOUND) for v in ("plateia", "Nope")]
+    if kind == "entry_id":
+        return [(v, INVALID) for v in (*NOT_INTS, -1, 2**70)] + [(v, NOT_FOUND) for v in (0, 10**9)]
     if kind == "token":
         return [(v, FORBIDDEN) for v in WRONG_TOKENS]
     if kind == "starts_at":
         return [(v, INVALID) for v in (*NOT_STRS, HUGE, "", "amanhã", "2027-13-45T25:00:00", "2027")]
     if kind == "sectors":
         bad = [
-            (), None, "A", [("A", 1, 1)], ("A", 1, 1), (("A", 1),), (("A", 1, 1, 1),), (("A", -1, 1),), (("A", 1, 0),),
+            (), None, "A", [("A", 1, 1)], ("A", 1, 1), (("A", 1),), (("A", 1, 1, 1, 1),), (("A", -1, 1),), (("A", 1, 0),),
+            (("A", 1, 0, 5),), (("A", 1, 5, 0),), (("A", 1, 27, 5),), (("A", 1, 5, 51),), (("A", 1, 5, SpyInt(2)),), (("A", 1, 5, 2.0),),
             (("A", 1, MAX_CAPACITY + 1),), (("A", 2**70, 1),), (("A", MAX_PRICE_CENTS + 1, 1),), (("A", 1.5, 1),),
             (("A", 1, True),), (("", 1, 1),), ((None, 1, 1),), (("A", 1, 1), (" A", 1, 1)), (("A", 1, 1),) * 51,
             ((HUGE, 1, 1),), (("A", 1, 1), ["B", 1, 1]), *((spy, 1, 1) for spy in spies()), (("A", Spy(), 1),),
@@ -172,6 +181,12 @@ METHODS = (
     Method("reserve", (1, 1, "Ana", "ana@example.com", "Pista", "full", None, False),
            ("event_id", "quantity", "customer", "email", "sector", "category", "request_id", "confirm"),
            ("event_id", "quantity", "text", "email", "sector", "category", "request_id", "confirm")),
+    Method("reserve", (2, 1, "Ana", "ana@example.com", "Plateia", "full", None, False, ("A1",)),
+           ("event_id", "quantity", "customer", "email", "sector", "category", "request_id", "confirm", "seats"),
+           ("event_id", "quantity", "text", "email", "seated_sector", "category", "request_id", "confirm", "seats")),
+    Method("get_seat_map", (2, "Plateia"), ("event_id", "sector"), ("event_id", "seated_sector")),
+    Method("get_waitlist_entry", (1, OWNER), ("entry_id", "email"), ("entry_id", "owner_email")),
+    Method("leave_waitlist", (1, OWNER), ("entry_id", "email"), ("entry_id", "owner_email")),
     Method("confirm", (PLACEHOLDER_CODE, OWNER), ("code", "email"), ("code", "owner_email")),
     Method("cancel", (PLACEHOLDER_CODE, OWNER), ("code", "email"), ("code", "owner_email")),
     Method("get_reservation", (PLACEHOLDER_CODE, OWNER), ("code", "email"), ("code", "owner_email")),
@@ -232,6 +247,9 @@ def office(tmp_path_factory) -> Iterator[Office]:
         (port,) = cluster.servers
         with TicketClient(name_servers=[], servers=[f"{LOCAL}:{port}"]) as client:
             owned = client.reserve(2, 2, "Dona", OWNER, sector="Camarote")
+            for _ in range(8):
+                client.reserve(3, 10, "Lotação", "lotacao@example.com", confirm=True)
+            client.join_waitlist(3, 1, "Dona", OWNER)
         conn = rpyc.connect(LOCAL, port)
         auditor = sqlite3.connect(f"file:{cluster.db}?mode=ro", uri=True)
         try:
@@ -467,7 +485,7 @@ def test_a_wrong_number_of_arguments_is_a_refusal(office):
         lambda: root.get_event(),
         lambda: root.get_event(1, 2),
         lambda: root.reserve(1),
-        lambda: root.reserve(1, 1, "Ana", "ana@example.com", "Pista", "full", None, False, "extra"),
+        lambda: root.reserve(1, 1, "Ana", "ana@example.com", "Pista", "full", None, False, None, "extra"),
         lambda: root.reserve(1, 1, "Ana", "ana@example.com", sector="Pista", seat=7),
         lambda: root.cancel(office.owned_code),
         lambda: root.reservar_ingresso("Maria"),
@@ -484,6 +502,9 @@ def test_the_server_is_alive_and_clean_after_all_of_it(office):
     assert "Traceback" not in process.output(), "a hostile call was logged as an incident"
     with closing(sqlite3.connect(f"file:{office.cluster.db}?mode=ro", uri=True)) as connection:
         assert connection.execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
-        assert connection.execute("SELECT code, status FROM reservations").fetchall() == [(office.owned_code, "held")]
+        reservations = connection.execute("SELECT code, status, event_id FROM reservations").fetchall()
+        assert (office.owned_code, "held", 2) in reservations
+        assert all((status, event_id) == ("confirmed", 3) for code, status, event_id in reservations if code != office.owned_code)
+        assert len(reservations) == 9, "only the module's own reservations: one hold and the eight that sold event 3 out"
     owned = dict(office.root.get_reservation(office.owned_code, OWNER.upper()))
     assert (owned["status"], owned["quantity"], owned["sector"]) == ("held", 2, "Camarote")
