@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -81,6 +82,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INCONSISTENT = 4
 EXIT_INTERRUPTED = 130
+DEMO_POSTGRES_TOKEN_FILE = "postgres.admin-token"
 
 DEFAULT_NAME_SERVER = "127.0.0.1:18811"
 CAFILE_ENV = "BILHETERIA_CAFILE"
@@ -447,7 +449,7 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Start a local cluster (launcher.py), then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
     files = TLSFiles(args.certfile, args.keyfile, args.cafile) if args.certfile else None
     cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
-                           port_base=args.port_base, tls=files)
+                           port_base=args.port_base, tls=files, database=args.database, server_args=args.server_args)
     for sentence in cluster.moved:
         out.print(Text(sentence, style="yellow"))
     # SIGTERM becomes KeyboardInterrupt, so `kill` takes the same clean way out as Ctrl-C.
@@ -489,6 +491,30 @@ def check_demo_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(str(exc))
 
 
+def run_demo_on_postgres(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
+    The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
+    from pgcluster import PgCluster, PostgresUnavailable
+
+    try:
+        with out.status("Starting a throwaway PostgreSQL…"):
+            postgres = PgCluster().start()
+    except PostgresUnavailable as exc:
+        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
+        return EXIT_UNAVAILABLE
+    try:
+        token_file = Path(args.data) / DEMO_POSTGRES_TOKEN_FILE
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+        args.database = postgres.create_database("bilheteria")
+        args.server_args = ("--admin-token", token_file.read_text().strip())
+        out.print(f"PostgreSQL: {args.database}, in {postgres.directory} until the demo stops")
+        return run_demo(args, out, err)
+    finally:
+        postgres.destroy()
+
+
 def describe_demo(cluster: LocalCluster, out: Console) -> None:
     for child in cluster.children():
         out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
@@ -496,7 +522,8 @@ def describe_demo(cluster: LocalCluster, out: Console) -> None:
     if os.environ.get(TOKEN_ENV):
         out.print(f"Admin token: the one in ${TOKEN_ENV}")
     else:
-        out.print(f"Admin token: in {cluster.db}.admin-token")
+        postgres = str(cluster.db).startswith("postgresql://")
+        out.print(f"Admin token: in {cluster.data / DEMO_POSTGRES_TOKEN_FILE if postgres else f'{cluster.db}.admin-token'}")
     cafile = f" --cafile {cluster.cafile}" if cluster.cafile else ""
     out.print(f"More terminals: python cli.py --name-server {','.join(cluster.name_server_addresses)}{cafile}")
 
@@ -587,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keyfile", help="PEM private key of --certfile")
     demo.add_argument("--cafile", default=argparse.SUPPRESS, help="PEM CA that signed --certfile, for the terminals and servers")
     demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
+    demo.add_argument("--postgres", action="store_true",
+                      help="share a throwaway PostgreSQL (from this machine's binaries) instead of data/tickets.db")
+    demo.set_defaults(database="", server_args=())
     tour = commands.add_parser("tour", help="a guided tour of the distributed-systems ideas, shown live",
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
     tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
@@ -716,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("demo starts its own name server; --name-server, --server and --json do not apply")
         if args.certfile or args.keyfile:
             check_demo_tls(parser, args)
-        return run_demo(args, out, err)
+        return run_demo_on_postgres(args, out, err) if args.postgres else run_demo(args, out, err)
     if args.command == "tour":
         if args.json or args.servers or args.name_servers:
             parser.error("tour starts its own cluster; --name-server, --server and --json do not apply")

@@ -928,20 +928,24 @@ class Store:
         return self._submit(op)
 
     def _locked_reservation(self, connection: Connection, code: str, email: str) -> tuple:
+        """The reservation as it stands, locked until the write commits: the do-nothing update takes the row
+        lock (PostgreSQL writers run side by side; SQLite's are serial anyway), so a confirm and a cancel of
+        one hold cannot both act on what each read before the other committed."""
         row = connection.execute(
-            f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code.strip().upper(),)
+            f"UPDATE reservations SET status = status WHERE code = ? RETURNING {_RESERVATION_COLUMNS}", (code.strip().upper(),)
         ).fetchone()
         self._owned(row, code, email)
         return row
 
     def _release(self, connection: Connection, now: float, action: str, row: tuple, announce: str | None = None) -> None:
         """Cancel or expire an active reservation and give its tickets and seats back, to the waitlist first;
-        `announce` mails the customer. A waitlist offer that ends here lapses (expiry) or is left (cancel)."""
+        `announce` mails the customer. A waitlist offer that ends here lapses (expiry) or is left (cancel).
+        Only a hold expires: one confirmed since `row` was read (by another replica) stays sold."""
         new_status = "cancelled" if action == "cancel" else "expired"
         keep_expiry = row[11] if new_status == "expired" else None
         changed = connection.execute(
-            "UPDATE reservations SET status = ?, expires_at = ? WHERE code = ? AND status IN ('held', 'confirmed')",
-            (new_status, keep_expiry, row[0]),
+            "UPDATE reservations SET status = ?, expires_at = ? WHERE code = ? AND status IN ('held', ?)",
+            (new_status, keep_expiry, row[0], "confirmed" if action == "cancel" else "held"),
         ).rowcount
         if not changed:
             return

@@ -120,10 +120,12 @@ class LocalCluster:
         server_args: Sequence[str] = (),
         ttl: float | None = None,
         tls: TLSFiles | None = None,
+        database: str = "",
     ) -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
-        self.db = self.data / "tickets.db"
+        self.db = database or self.data / "tickets.db"
+        """The servers' --db: a PostgreSQL URL when given, else tickets.db in `data`."""
         self.server_count = servers
         self.name_server_count = name_servers
         self.server_args = tuple(server_args)

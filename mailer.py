@@ -30,6 +30,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import TYPE_CHECKING, Any
 
+from errors import Unavailable
+
 if TYPE_CHECKING:
     from records import OutboxMessage
 
@@ -304,10 +306,13 @@ class Mailer:
         while not self._stopping.is_set():
             try:
                 self.deliver_once()
-            except Exception:  # the thread outlives any round; the next one starts after a pause
+            except Exception as exc:  # the thread outlives any round; the next one starts after a pause
                 failures += 1
                 pause = min(MAX_LOOP_BACKOFF_SECONDS, self.poll_seconds * 2**min(failures, 10))
-                log.exception("outbox delivery round failed (%d in a row); next round in %.1f s", failures, pause)
+                if isinstance(exc, Unavailable):  # the database is away: expected, and worth one line, not a traceback
+                    log.warning("outbox delivery round failed (%d in a row): %s; next round in %.1f s", failures, exc, pause)
+                else:
+                    log.exception("outbox delivery round failed (%d in a row); next round in %.1f s", failures, pause)
                 self._stopping.wait(pause)
                 continue
             failures = 0

@@ -684,6 +684,10 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"BILHETERIA_{name}", default)
 
 
+def is_database_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
 def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:
     """The admin token and where it came from; generated once and kept beside the database (mode 0600).
 
@@ -693,6 +697,8 @@ def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:
     """
     if explicit:
         return explicit, "the command line or environment"
+    if is_database_url(db_path):
+        raise ValueError("a PostgreSQL --db needs --admin-token (or BILHETERIA_ADMIN_TOKEN): every replica, on any host, must share it")
     token_file = Path(f"{db_path}.admin-token")
     if not token_file.exists():
         descriptor, candidate = tempfile.mkstemp(dir=token_file.parent, prefix=".admin-token-")
@@ -711,7 +717,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="bilheteria ticket server (RPyC service TICKETS)")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "18861")))
-    parser.add_argument("--db", default=env("DB", "tickets.db"), help="SQLite file (created on first start)")
+    parser.add_argument("--db", default=env("DB", "tickets.db"),
+                        help="SQLite file (created on first start) or postgresql://user:pass@host:5432/dbname")
     parser.add_argument("--name-server", action="extend", type=host_ports, dest="name_servers",
                         help="HOST:PORT of a name server; repeat or separate with commas for several "
                              "(env BILHETERIA_NAME_SERVERS, comma-separated)")
@@ -750,10 +757,18 @@ def serve(args: argparse.Namespace) -> int:
             args.db, hold_seconds=args.hold_seconds, max_per_order=args.max_per_order, offer_seconds=args.offer_seconds,
             seed_demo=not args.no_demo,
         )
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
+    except (OSError, RuntimeError, sqlite3.Error, Unavailable) as exc:
+        if is_database_url(args.db):
+            log.error("%s", exc)  # it names the database, never its password
+            return 2
         log.error("cannot open the database %s: %s", args.db, exc)
         return 1
-    token, token_source = load_admin_token(args.admin_token, args.db)
+    try:
+        token, token_source = load_admin_token(args.admin_token, args.db)
+    except ValueError as exc:
+        log.error("%s", exc)
+        store.close()
+        return 2
     log.info("admin token from %s", token_source)
     box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{args.port}")
     quiet = logging.getLogger("bilheteria.rpyc")

@@ -2,29 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from procs import Process, free_port, start
 
+from pgcluster import PgCluster, PostgresUnavailable
+
 ADMIN_TOKEN = "test-admin-token"
+BACKENDS = ("sqlite", "postgresql")
+REQUIRE_POSTGRES = "BILHETERIA_REQUIRE_POSTGRES"
+_database_numbers = itertools.count(1)
+
+
+def postgres_missing(reason: str) -> None:
+    """Skip with the reason, or fail when CI said PostgreSQL must be there (BILHETERIA_REQUIRE_POSTGRES=1)."""
+    if os.environ.get(REQUIRE_POSTGRES) == "1":
+        pytest.fail(f"PostgreSQL is required ({REQUIRE_POSTGRES}=1) but {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL tests need PostgreSQL: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL server for the whole session (fsync off: the tests kill servers, not the power)."""
+    try:
+        import psycopg  # noqa: F401 - only to find out whether the driver is installed
+    except ImportError:
+        postgres_missing("psycopg is not installed (pip install -r requirements.txt)")
+    try:
+        server = PgCluster(durable=False).start()
+    except PostgresUnavailable as exc:
+        postgres_missing(str(exc))
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=BACKENDS)
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Call it for the location of a fresh, empty database on this test's backend: a file, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path / f"tickets{next(_database_numbers)}.db")
+    server: PgCluster = request.getfixturevalue("postgres")
+    return lambda: server.create_schema(f"tickets{next(_database_numbers)}")
 
 
 @dataclass
 class Cluster:
-    """A name server and any number of ticket servers sharing one SQLite file."""
+    """A name server and any number of ticket servers sharing one database: a SQLite file, or PostgreSQL."""
 
     directory: Path
     name_server_port: int = 0
     name_server: Process | None = None
     servers: dict[int, Process] = field(default_factory=dict)
     hold_seconds: float = 600.0
+    database: str = ""
+    """A PostgreSQL URL; empty for the SQLite file in `directory`."""
 
     @property
-    def db(self) -> Path:
-        return self.directory / "tickets.db"
+    def db(self) -> str:
+        return self.database or str(self.directory / "tickets.db")
 
     @property
     def name_server_address(self) -> str:
@@ -64,12 +104,21 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator:
+def backend() -> str:
+    """The database the test's clusters use; `@pytest.mark.parametrize("backend", BACKENDS)` runs a test on both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator:
     """Call it to get a started cluster: `cluster_factory(servers=2)`; everything is stopped after the test."""
     made: list[Cluster] = []
 
     def make(servers: int = 2, hold_seconds: float = 600.0, extra: tuple[str, ...] = ()) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(made)}", hold_seconds=hold_seconds)
+        database = ""
+        if backend == "postgresql":
+            database = request.getfixturevalue("postgres").create_schema(f"cluster{next(_database_numbers)}")
+        cluster = Cluster(tmp_path / f"cluster{len(made)}", hold_seconds=hold_seconds, database=database)
         cluster.directory.mkdir()
         made.append(cluster)
         cluster.start_name_server()

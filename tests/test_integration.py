@@ -1,9 +1,10 @@
-"""The whole box office as a user meets it: real name server, real ticket servers, one SQLite file.
+"""The whole box office as a user meets it: real name server, real ticket servers, one database.
 
 Every test starts the system as separate processes on free ports, does what a terminal (or the seed project's
 client) does, and checks what a user relies on: the counts, the codes, the refusal texts and the database
 invariants. Faults are real: kill -9, SIGTERM, a name server that disappears. Waiting is always on a condition
-(a printed line, a discover answer, a status), never on a fixed sleep.
+(a printed line, a discover answer, a status), never on a fixed sleep. The tests of concurrency, faults, expiry
+and durability run on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import rpyc
-from conftest import ADMIN_TOKEN, Cluster
+from conftest import ADMIN_TOKEN, BACKENDS, Cluster
 from procs import ROOT, terminals, wait_until
 from rpyc.utils.registry import TCPRegistryClient
 
@@ -53,7 +53,7 @@ def discoverable(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture
-def cluster(cluster_factory) -> Cluster:
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
     """conftest's two-server cluster, once both servers are discoverable."""
     return discoverable(cluster_factory(servers=2))
 
@@ -83,7 +83,7 @@ def available(client: TicketClient, event_id: int, sector: str | None = None) ->
 
 
 @contextmanager
-def audit(db: Path) -> Iterator[Store]:
+def audit(db: str) -> Iterator[Store]:
     """The test's auditor: a Store on the same file (only for clusters with the default 600 s holds,
     because opening a Store expires lapsed holds itself)."""
     store = Store(db)
@@ -93,14 +93,22 @@ def audit(db: Path) -> Iterator[Store]:
         store.close()
 
 
-def read_only(db: Path) -> sqlite3.Connection:
-    """A plain read-only look at the file, for tests where even opening a Store would change it."""
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def query(db: str, sql: str, parameters: tuple = ()) -> list[tuple]:
+    """A plain read-only look at the database, for tests where even opening a Store would change it."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        from postgres import translate
+
+        with psycopg.connect(db) as connection:
+            connection.read_only = True
+            return connection.execute(translate(sql), parameters).fetchall()
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        return connection.execute(sql, parameters).fetchall()
 
 
-def ledger_actions(db: Path, code: str) -> list[str]:
-    with closing(read_only(db)) as connection:
-        return [row[0] for row in connection.execute("SELECT action FROM ledger WHERE code = ? ORDER BY seq", (code,))]
+def ledger_actions(db: str, code: str) -> list[str]:
+    return [row[0] for row in query(db, "SELECT action FROM ledger WHERE code = ? ORDER BY seq", (code,))]
 
 
 def parse_utc(text: str) -> float:
@@ -192,6 +200,7 @@ def test_seed_client_trio_consultar_reservar_status(cluster):
 # -- 3. many terminals, few tickets ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_64_terminals_racing_for_25_tickets_sell_exactly_25(cluster):
     event_id = new_event(cluster, capacity=25, name="Show Relampago")
     start = threading.Barrier(64)
@@ -229,6 +238,7 @@ def test_64_terminals_racing_for_25_tickets_sell_exactly_25(cluster):
 # -- 4. kill -9 in the middle of a rush --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_one_server_during_a_rush_loses_and_duplicates_nothing(cluster):
     capacity, kill_after = 200, 10
     event_id = new_event(cluster, capacity=capacity, name="Festival da Virada")
@@ -294,6 +304,7 @@ def test_kill_9_one_server_during_a_rush_loses_and_duplicates_nothing(cluster):
 # -- 5. a lost reply, retried elsewhere --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_retried_request_id_on_another_server_answers_the_same_reservation(cluster):
     first_port, second_port = sorted(cluster.servers)
     with pinned(first_port) as first, pinned(second_port) as second:
@@ -365,6 +376,7 @@ def test_sigterm_exits_0_unregisters_and_clients_fail_over(cluster):
 # -- 8. holds lapse: across a restart, and while running --------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_hold_that_lapsed_while_the_server_was_down_is_expired_on_restart(cluster_factory):
     cluster = cluster_factory(servers=1, hold_seconds=1)
     (port,) = cluster.servers
@@ -373,8 +385,7 @@ def test_hold_that_lapsed_while_the_server_was_down_is_expired_on_restart(cluste
         hold = client.reserve(3, 3, "Bia", "bia@example.com")
         assert hold.status == "held" and hold.expires_at is not None
     assert cluster.servers[port].stop() == 0
-    with closing(read_only(cluster.db)) as connection:
-        (status,) = connection.execute("SELECT status FROM reservations WHERE code = ?", (hold.code,)).fetchone()
+    [(status,)] = query(cluster.db, "SELECT status FROM reservations WHERE code = ?", (hold.code,))
     assert status == "held", "the server did not stop within the hold time; the restart path was not exercised"
 
     wait_past(hold.expires_at)
@@ -388,6 +399,7 @@ def test_hold_that_lapsed_while_the_server_was_down_is_expired_on_restart(cluste
     assert ledger_actions(cluster.db, hold.code) == ["hold", "expire"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sweepers_expire_lapsed_holds_once_and_confirming_one_is_refused(cluster_factory):
     cluster = discoverable(cluster_factory(servers=2, hold_seconds=1))
     with terminal(cluster) as client:
@@ -409,13 +421,13 @@ def test_sweepers_expire_lapsed_holds_once_and_confirming_one_is_refused(cluster
         assert available(client, 2, "Camarote") == before
     for hold in holds:
         assert ledger_actions(cluster.db, hold.code) == ["hold", "expire"]  # two sweepers, one expiry each
-    with closing(read_only(cluster.db)) as connection:
-        assert connection.execute("SELECT COUNT(*) FROM reservations WHERE status = 'held'").fetchone() == (0,)
+    assert query(cluster.db, "SELECT COUNT(*) FROM reservations WHERE status = 'held'") == [(0,)]
 
 
 # -- 9. durability -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_confirmed_sale_survives_kill_9_of_the_server_that_answered(cluster):
     with terminal(cluster) as client:
         reservation = client.reserve(1, 3, "Davi", "davi@example.com", sector="Pista", confirm=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from conftest import ADMIN_TOKEN
@@ -24,8 +24,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock):
-    store = Store(tmp_path / "tickets.db", hold_seconds=60, clock=clock, seed_demo=False)
+def store(new_database: Callable[[], str], clock: FakeClock):
+    store = Store(new_database(), hold_seconds=60, clock=clock, seed_demo=False)
     yield store
     store.close()
 

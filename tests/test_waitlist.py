@@ -3,6 +3,7 @@ lapses that pass to the next in line, and each expiry exactly once with two stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,8 +20,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock):
-    store = Store(tmp_path / "tickets.db", hold_seconds=60, offer_seconds=30, clock=clock, seed_demo=False)
+def store(new_database: Callable[[], str], clock: FakeClock):
+    store = Store(new_database(), hold_seconds=60, offer_seconds=30, clock=clock, seed_demo=False)
     yield store
     store.close()
 
