@@ -294,8 +294,9 @@ class Engine(Protocol):
     """
 
     backend: str
+    serial_writes: bool
+    """True when writers take turns (SQLite), so a read inside a write sees everything committed before it."""
     errors: tuple[type[Exception], ...]
-    integrity_errors: tuple[type[Exception], ...]
 
     def reader(self) -> AbstractContextManager[Connection]: ...
 
@@ -312,8 +313,8 @@ class SqliteEngine:
     """One SQLite file, safe for many threads and many processes, with writes committed in groups."""
 
     backend = "sqlite"
+    serial_writes = True
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
     LEDGER_POLL_SECONDS = 0.1
     """How often a follower looks for other processes' commits; this process's own commits wake it at once."""
 
@@ -722,6 +723,8 @@ class Store:
                     return self._replayed(existing, wanted, seats)
                 taken = self._take_or_explain(connection, event_id, sector, quantity, half)
             sector_name, price, rows, seats_per_row = taken
+            if not self.engine.serial_writes:
+                self._still_on_sale(connection, event_id)
             chosen = self._seats_for_sale(connection, event_id, sector_name, rows, seats_per_row, quantity, seats)
             now = self.clock()
             numerator, denominator = CATEGORIES[category]
@@ -821,6 +824,14 @@ class Store:
                 raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
             raise SoldOut(f"{sector_name} for {event_name} is sold out")
         return sector_name, price, rows, seats_per_row
+
+    @staticmethod
+    def _still_on_sale(connection: Connection, event_id: int) -> None:
+        """With writers side by side, the event may have been cancelled while this sale waited for the sector's row
+        lock; a cancel takes that lock first, so a fresh read after it is the truth (see cancel_event)."""
+        status = connection.execute("SELECT status FROM events WHERE id = ?", (event_id,)).fetchone()[0]
+        if status != "on_sale":
+            raise EventClosed(f"The event is {status.replace('_', ' ')}; it takes no new reservations")
 
     @staticmethod
     def _give_back(connection: Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
@@ -1405,6 +1416,9 @@ class Store:
         def op(connection: Connection) -> int:
             self._event_row(connection, event_id)
             now = self.clock()
+            # The sectors' rows first: a sale in flight holds one, so this waits for it, and the reservations read
+            # below include it; a sale arriving later waits here and then finds the event cancelled.
+            connection.execute("UPDATE sectors SET available = available WHERE event_id = ?", (event_id,))
             connection.execute("UPDATE events SET status = 'cancelled' WHERE id = ?", (event_id,))
             rows = connection.execute(
                 f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE event_id = ? AND status IN ('held', 'confirmed')",

@@ -243,8 +243,8 @@ class PostgresEngine:
     """The store's database in PostgreSQL: many threads, many processes, many hosts."""
 
     backend = "postgresql"
+    serial_writes = False
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
-    integrity_errors: tuple[type[Exception], ...] = (pg_errors.IntegrityError,)
 
     def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url

@@ -275,6 +275,42 @@ def test_two_stores_on_one_file_never_oversell(new_database: Callable[[], str]) 
         second.close()
 
 
+def test_no_sale_outlives_a_cancel_of_its_event_that_raced_it(new_database: Callable[[], str]) -> None:
+    """Sales on two stores while a third cancels the event: every sale either happened before the cancel (and
+    was cancelled by it) or was refused; none stays active on a cancelled event."""
+    path = new_database()
+    stores = [Store(path) for _ in range(3)]
+    try:
+        event_id = small_event(stores[0], capacity=10_000)
+        started = threading.Barrier(9)
+        refused: list[str] = []
+
+        def buy(store: Store) -> None:
+            started.wait()
+            for _ in range(60):
+                try:
+                    store.reserve(event_id, 1, "Ana", "ana@example.com", confirm=True)
+                except EventClosed as exc:
+                    refused.append(str(exc))
+                    return
+
+        threads = [threading.Thread(target=buy, args=(stores[index % 2],)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        wait_until(lambda: available(stores[2], event_id) <= 10_000 - 40, timeout=10, what="sales under way")
+        _, cancelled = stores[2].cancel_event(event_id)
+        for thread in threads:
+            thread.join()
+        active = [r for r in stores[2].reservations(event_id) if r.status in ("held", "confirmed")]
+        assert active == [], f"{len(active)} sales stayed active on a cancelled event"
+        assert cancelled >= 40 and len(refused) == 8
+        assert stores[2].check_invariants() == []
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_the_database_itself_refuses_a_negative_availability(store: Store) -> None:
     event_id = small_event(store, capacity=2)
     with pytest.raises(Unavailable, match=r"(?i)check constraint"):
