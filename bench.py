@@ -9,7 +9,8 @@ measures as subprocesses and prints one table:
   committed with synchronous=FULL), `list_events` and `get_seat_map` (a 20x30 room), against `server.py`
   on a fresh database;
 - 8 active terminals buying next to N idle connected ones, against the same 8 alone;
-- two and three replicas sharing one SQLite file, terminals spread round-robin.
+- two and three replicas sharing one SQLite file, terminals spread round-robin; the same on a throwaway
+  PostgreSQL (pgcluster.py) when this machine has its binaries.
 
 The load is a closed loop: every simulated terminal has its own connection and sends its next call as
 soon as the last one answered, from a few separate load processes (threads inside), so the load generator
@@ -36,7 +37,6 @@ import resource
 import secrets
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -58,6 +58,7 @@ from rpyc.utils.server import ThreadedServer
 
 from client_core import CLIENT_CONFIG
 from database import MAX_CAPACITY, Store
+from pgcluster import PgCluster, find_binaries
 from server import PROTOCOL_CONFIG
 
 ROOT = Path(__file__).resolve().parent
@@ -384,12 +385,15 @@ class Measurement:
     server_rss_mb: float
     ratio_to_noop: float | None = None
     error_sample: str = ""
+    backend: str = "sqlite"
 
     @property
     def label(self) -> str:
         label = self.kind
         if self.servers > 1:
             label += f" x{self.servers} replicas"
+        if self.backend != "sqlite":
+            label += f" {self.backend}"
         if self.scenario == "idle":
             label += f" +{self.idle_terminals} idle"
         return label
@@ -494,7 +498,8 @@ class Product:
     """N ticket servers on one fresh database with one huge on-sale event, and the codes sold through them."""
 
     name: str
-    db: Path
+    db: str
+    """A SQLite file, or a PostgreSQL URL."""
     servers: list[Child]
     addresses: tuple[str, ...]
     token: str
@@ -516,18 +521,19 @@ class Product:
 
 
 @contextlib.contextmanager
-def product(name: str, replicas: int, workdir: Path, log_level: str | None) -> Iterator[Product]:
-    """Start `replicas` servers on one new database and create the bench event; stop them all on the way out."""
+def product(name: str, replicas: int, workdir: Path, log_level: str | None, database: str = "") -> Iterator[Product]:
+    """Start `replicas` servers on one new database (a SQLite file, or the PostgreSQL URL given) and create the
+    bench event; stop them all on the way out."""
     directory = workdir / name
     directory.mkdir()
-    db = directory / "tickets.db"
+    db = database or str(directory / "tickets.db")
     token = secrets.token_urlsafe(16)
     nowhere = f"127.0.0.1:{unused_port()}"
     servers: list[Child] = []
     try:
         addresses = []
         for index in range(replicas):
-            args = ["server.py", "--port", "0", "--db", str(db), "--no-demo", f"--admin-token={token}", "--name-server", nowhere]
+            args = ["server.py", "--port", "0", "--db", db, "--no-demo", f"--admin-token={token}", "--name-server", nowhere]
             if log_level:
                 args += ["--log-level", log_level]
             server, address = start_child(f"{name}-server{index}", args, PRODUCT_READY, directory)
@@ -600,22 +606,21 @@ class Audit:
 
 
 def audit(system: Product, capacity: int, available: int) -> Audit:
-    """Run after the servers stopped: read the file directly, then ask the store for its invariants."""
-    uri = f"file:{system.db}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-        rows, distinct = connection.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM reservations").fetchone()
-        sold = connection.execute(
-            "SELECT COALESCE(SUM(quantity), 0) FROM reservations WHERE status = 'confirmed' AND event_id = ? AND sector = ?",
-            (system.event_id, SECTOR),
-        ).fetchone()[0]
-        stored = {code for (code,) in connection.execute("SELECT code FROM reservations")}
-    returned = set(system.codes)
-    missing = len(returned - stored)
+    """Run after the servers stopped: count in the database itself, then ask the store for its invariants."""
     store = Store(system.db, seed_demo=False)
     try:
+        with store.engine.reader() as connection:
+            rows, distinct = connection.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM reservations").fetchone()
+            sold = connection.execute(
+                "SELECT COALESCE(SUM(quantity), 0) FROM reservations WHERE status = 'confirmed' AND event_id = ? AND sector = ?",
+                (system.event_id, SECTOR),
+            ).fetchone()[0]
+            stored = {code for (code,) in connection.execute("SELECT code FROM reservations").fetchall()}
         invariants = store.check_invariants()
     finally:
         store.close()
+    returned = set(system.codes)
+    missing = len(returned - stored)
     violations = [*invariants]
     if sold != capacity - available:
         violations.append(f"{sold} tickets sold but capacity {capacity} - available {available} = {capacity - available}")
@@ -643,6 +648,8 @@ class Settings:
     replicas: tuple[int, ...]
     replica_clients: int
     log_level: str | None
+    postgres: bool
+    """Replicas on a throwaway PostgreSQL too (pgcluster.py), besides SQLite."""
 
 
 def run_levels(settings: Settings, system: Product, noop: tuple[Child, str], run_id: str) -> list[Measurement]:
@@ -675,16 +682,21 @@ def run_idle(settings: Settings, system: Product, run_id: str) -> list[Measureme
     return rows
 
 
-def run_replicas(settings: Settings, workdir: Path, run_id: str) -> tuple[list[Measurement], list[Audit]]:
+def run_replicas(
+    settings: Settings, workdir: Path, run_id: str, postgres: PgCluster | None
+) -> tuple[list[Measurement], list[Audit]]:
+    """N servers on one SQLite file, then on one PostgreSQL when there is one."""
     rows, audits = [], []
     for replicas in settings.replicas:
-        with product(f"replicas{replicas}", replicas, workdir, settings.log_level) as system:
-            row, codes = measure(system.plan("reserve", f"{run_id}-x{replicas}"), settings.replica_clients, system.servers,
-                                 settings.window, scenario="replicas", kind="reserve")
-            system.codes.extend(codes)
-            rows.append(row)
-            counts = system.sector_counts()
-        audits.append(audit(system, *counts))
+        for backend in ("sqlite", "postgresql") if postgres else ("sqlite",):
+            database = postgres.create_database(f"bench{replicas}") if postgres and backend == "postgresql" else ""
+            with product(f"{backend}-replicas{replicas}", replicas, workdir, settings.log_level, database) as system:
+                row, codes = measure(system.plan("reserve", f"{run_id}-{backend}-x{replicas}"), settings.replica_clients,
+                                     system.servers, settings.window, scenario="replicas", kind="reserve")
+                system.codes.extend(codes)
+                rows.append(replace(row, backend=backend))
+                counts = system.sector_counts()
+            audits.append(audit(system, *counts))
     return rows, audits
 
 
@@ -826,6 +838,8 @@ def raise_file_limit(needed: int) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark bilheteria against a no-op RPyC server on this machine.")
     parser.add_argument("--quick", action="store_true", help="CI smoke test: 0.5 s per level, levels 1,8, 100 idle, 2 replicas")
+    parser.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=None,
+                        help="replicas on a throwaway PostgreSQL too (default: yes when its binaries are here, except with --quick)")
     parser.add_argument("--json", metavar="FILE", help="also write the results, targets, audit and machine info here")
     parser.add_argument("--clients", help="comma-separated terminal counts (default 1,8,64,256)")
     parser.add_argument("--seconds", type=float, help="measured seconds per level (default 5)")
@@ -849,6 +863,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         replicas=(2,) if quick else (2, 3),
         replica_clients=args.replica_clients or (8 if quick else REFERENCE_CLIENTS),
         log_level=args.server_log_level,
+        postgres=args.postgres if args.postgres is not None else (not quick and find_binaries() is not None),
     )
 
 
@@ -868,7 +883,9 @@ def run(settings: Settings, console: Console) -> tuple[list[Measurement], list[A
             counts = system.sector_counts()
         audits.append(audit(system, *counts))
         console.print(f"[dim]replicas {settings.replicas} at {settings.replica_clients} clients ...[/dim]")
-        replica_rows, replica_audits = run_replicas(settings, workdir, run_id)
+        with contextlib.ExitStack() as stack:
+            postgres = stack.enter_context(PgCluster()) if settings.postgres else None
+            replica_rows, replica_audits = run_replicas(settings, workdir, run_id, postgres)
         rows += replica_rows
         audits += replica_audits
     return with_ratios(rows), audits
