@@ -503,7 +503,7 @@ class CapacityMachine(RuleBasedStateMachine):
 
 
 TestCapacityMachine = CapacityMachine.TestCase
-TestCapacityMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestCapacityMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 
 
 # -- 3. pause and resume ----------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ servers; every state is checked through client_core, never through the CLI's own
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 from conftest import ADMIN_TOKEN
 from procs import ROOT, Transcript, plain_text
 
+from cli import main
 from client_core import NotFound, TicketClient
 
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("BILHETERIA_")}
@@ -114,7 +117,40 @@ def test_ledger_since_filters_by_sequence_and_csv_parses(cluster, tmp_path: Path
     assert unwritable.returncode == 2 and "Cannot write" in unwritable.stderr
 
 
-def test_every_admin_action_needs_the_right_token(cluster) -> None:
+@pytest.fixture
+def admin_here(
+    cluster: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess]:
+    """`admin` run in this process: the same parser, calls, prompts and exit codes as the program, without an
+    interpreter's start-up for each of the dozens of calls below (the other tests run the real program)."""
+    for name in [key for key in os.environ if key.startswith("BILHETERIA_")]:
+        monkeypatch.delenv(name)
+
+    def run(*args: str, token: str | None = ADMIN_TOKEN, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        argv = ["--name-server", cluster.name_server_address, "admin", *args, *(("--token", token) if token is not None else ())]
+        with monkeypatch.context() as patch:
+            for name, value in {"COLUMNS": "200", **(env or {})}.items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO(stdin))
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err, captured.out + captured.err
+        return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+    return run
+
+
+def test_every_admin_action_needs_the_right_token(cluster, admin_here) -> None:
+    def admin(cluster: Any, *args: str, **options: Any) -> subprocess.CompletedProcess:
+        return admin_here(*args, **options)
+
+    def admin_json(cluster: Any, *args: str, **options: Any) -> tuple[int, Any]:
+        result = admin_here(*args, "--json", **options)
+        return result.returncode, json.loads(result.stdout)
+
     client = TicketClient([cluster.name_server_address])
     event = client.create_event(ADMIN_TOKEN, "Ensaio Aberto", "Teatro", "2027-05-01T20:00:00-03:00", [("Geral", 5000, 100)])
     spare = client.create_event(ADMIN_TOKEN, "Sessão Extra", "Teatro", "2027-05-02T20:00:00-03:00", [("Geral", 5000, 10)])

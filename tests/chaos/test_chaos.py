@@ -2,7 +2,7 @@
 
 After every fault cycle the load is paused (in-flight calls finish) and the database is audited against what
 the terminals saw: no ticket sold twice, no request applied twice, no acknowledged sale missing, every call
-answered within its deadline. Short mode (3 cycles) runs in CI; `BILHETERIA_CHAOS_LONG=1` runs 50 cycles.
+answered within its deadline. Short mode (2 cycles) runs in CI; `BILHETERIA_CHAOS_LONG=1` runs 50 cycles.
 Figures are printed at the end of the module (visible with `-s`) and appended as JSON lines to the file named
 by `BILHETERIA_CHAOS_REPORT`, if set.
 """
@@ -37,7 +37,7 @@ from errors import ReservationError, Unavailable
 pytestmark = pytest.mark.chaos
 
 LONG = os.environ.get("BILHETERIA_CHAOS_LONG", "") not in ("", "0")
-CYCLES = 50 if LONG else 3
+CYCLES = 50 if LONG else 2
 DISK_CYCLES = 10 if LONG else 2
 TERMINALS = 64
 CALL_TIMEOUT = 4.0
