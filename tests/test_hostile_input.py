@@ -145,6 +145,11 @@ def cases(kind: str) -> list[tuple[Any, str]]:
         return [(v, INVALID) for v in bad]
     if kind == "seated_sector":
         return [(v, INVALID) for v in (*NOT_STRS, HUGE, "", "   ", "Camarote")] + [(v, NOT_FOUND) for v in ("plateia", "Nope")]
+    if kind == "callback":
+        return [(v, INVALID) for v in (5, "f", b"f", (print,), [1], True, *spies())]
+    if kind == "waitlist_sector":
+        named = [v for v in (*NOT_STRS, HUGE, "", "   ") if v is not None]  # None: the event's only sector
+        return [(v, INVALID) for v in named] + [(v, NOT_FOUND) for v in ("Camarote", "geral", "Nope")]
     if kind == "entry_id":
         return [(v, INVALID) for v in (*NOT_INTS, -1, 2**70)] + [(v, NOT_FOUND) for v in (0, 10**9)]
     if kind == "token":
@@ -186,6 +191,11 @@ METHODS = (
            ("event_id", "quantity", "text", "email", "seated_sector", "category", "request_id", "confirm", "seats")),
     Method("get_seat_map", (2, "Plateia"), ("event_id", "sector"), ("event_id", "seated_sector")),
     Method("get_waitlist_entry", (1, OWNER), ("entry_id", "email"), ("entry_id", "owner_email")),
+    Method("join_waitlist", (3, 1, "Dona", OWNER, "Geral", None),
+           ("event_id", "quantity", "customer", "email", "sector", "callback"),
+           ("event_id", "quantity", "text", "email", "waitlist_sector", "callback")),
+    Method("watch_waitlist", (1, OWNER, print), ("entry_id", "email", "callback"), ("entry_id", "owner_email", "callback")),
+    Method("subscribe", (1, print), ("event_id", "callback"), ("event_id", "callback")),
     Method("leave_waitlist", (1, OWNER), ("entry_id", "email"), ("entry_id", "owner_email")),
     Method("confirm", (PLACEHOLDER_CODE, OWNER), ("code", "email"), ("code", "owner_email")),
     Method("cancel", (PLACEHOLDER_CODE, OWNER), ("code", "email"), ("code", "owner_email")),
