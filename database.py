@@ -6,13 +6,12 @@ oversell even when several server processes share one database; the unique `requ
 reservation return the original; each commit is on disk before the server answers.
 
 `Store` holds every rule and all the SQL, written once in the subset both databases speak; an engine
-holds the connections and the transactions. Both engines commit writes in groups (`GroupCommit`): a caller
-queues its write, and whichever caller holds the write lock (the leader) commits everything queued so far
-in one transaction, each write inside its own savepoint so a refusal undoes only that write; one fsync
-covers the whole group. The write lock is the in-process mutual exclusion; across processes it is
-`BEGIN IMMEDIATE` behind a `flock` for SQLite and an advisory lock for PostgreSQL (postgres.py), so one
-group commits at a time and a read inside a write sees every earlier commit. Reads use a small pool of
-connections and never wait for writes.
+holds the connections and the transactions. The SQLite engine commits writes in groups: a caller queues
+its write, and whichever caller holds the write lock (the leader) commits everything queued so far in one
+transaction, each write inside its own savepoint so a refusal undoes only that write; one fsync covers
+the whole group. The write lock is the in-process mutual exclusion; `BEGIN IMMEDIATE` (behind a `flock`)
+is the one across processes. Reads use a small pool of connections and never wait for writes (WAL readers
+see the last commit). The PostgreSQL engine (postgres.py) lets the database's row locks do that work.
 
 This module knows nothing of RPyC; it speaks in records (records.py) and refusals (errors.py).
 """
@@ -263,7 +262,7 @@ def _clean_starts_at(value: str) -> str:
     return text
 
 
-class Job:
+class _Job:
     """One queued write. Its owner sleeps on `wake` until a leader has committed it (`finished`) or has
     handed it the lead (`lead`): one wake-up per waiter, never a crowd woken to check and sleep again."""
 
@@ -279,102 +278,6 @@ class Job:
         self.wake.acquire()
 
 
-class GroupCommit:
-    """Writes committed in groups, by whichever writer finds nobody committing: both engines' write path.
-
-    Callers queue their write; if nobody is committing, the caller becomes the leader, takes every write
-    queued so far (its own and others') and hands them to `commit_batch`, which runs them in one transaction,
-    each in its own savepoint, and leaves every job finished. The leader then wakes the owner of each write
-    it committed, and hands the lead to the oldest write still queued, if any. No writer thread, so no
-    hand-off on the way in, and each caller is woken exactly once. One transaction, one fsync, many sales.
-    """
-
-    def __init__(self, commit_batch: Callable[[list[Job]], None]) -> None:
-        self._commit_batch = commit_batch
-        self._pending: list[Job] = []
-        self._queue_lock = threading.Lock()
-        """Guards the queue and the leader flag: with them, the in-process mutual exclusion of the write path."""
-        self._leading = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._closed = False
-
-    def submit(self, op: Callable[[Connection], T]) -> T:
-        """Run `op` inside the next group commit and return once it is durable."""
-        job = Job(op)
-        with self._queue_lock:
-            if self._closed:
-                raise Unavailable("the store is closed")
-            self._pending.append(job)
-            if not self._leading:
-                job.lead = self._leading = True
-                self._idle.clear()
-        if not job.lead and not job.wake.acquire(timeout=WRITE_TIMEOUT_SECONDS):
-            self._give_up(job)
-        if not job.finished:
-            self._lead()
-        if job.error is not None:
-            raise job.error
-        return job.result
-
-    def _give_up(self, job: Job) -> None:
-        """A follower that waited too long leaves, unless its write is already being committed or it was
-        just handed the lead (then it stays: nobody else would lead)."""
-        with self._queue_lock:
-            if job in self._pending and not job.lead:
-                self._pending.remove(job)
-                raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
-        job.wake.acquire()
-
-    def _lead(self) -> None:
-        with self._queue_lock:
-            batch, self._pending = self._pending, []
-        try:
-            self._commit_batch(batch)
-        finally:
-            with self._queue_lock:
-                if self._pending and not self._closed:
-                    successor = self._pending[0]
-                    successor.lead = True
-                else:
-                    successor = None
-                    self._leading = False
-                    self._idle.set()
-            for other in batch:
-                if not other.lead:
-                    other.wake.release()
-            if successor is not None:
-                successor.wake.release()
-
-    def close(self) -> None:
-        """Refuse new writes, fail the queued ones, and let the group being committed finish."""
-        with self._queue_lock:
-            if self._closed:
-                return
-            self._closed = True
-            abandoned, self._pending = self._pending, []
-            for job in abandoned:
-                job.error, job.finished = Unavailable("the store is closed"), True
-                if job.lead:  # the lead was handed to a write that will now never run
-                    self._leading = False
-                    self._idle.set()
-                else:
-                    job.wake.release()
-        self._idle.wait(WRITE_TIMEOUT_SECONDS)
-
-
-def run_in_savepoints(connection: Connection, batch: list[Job], driver_errors: tuple[type[Exception], ...]) -> None:
-    """Each job inside its own savepoint, so a refusal (or a failure) undoes only that job's writes."""
-    for job in batch:
-        connection.execute("SAVEPOINT request")
-        try:
-            job.result, job.error = job.op(connection), None
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, only this request's savepoint is undone
-            connection.execute("ROLLBACK TO SAVEPOINT request")
-            job.result, job.error = None, exc if isinstance(exc, ReservationError) else _as_unavailable(exc, driver_errors)
-        connection.execute("RELEASE SAVEPOINT request")
-
-
 class Connection(Protocol):
     """What the store's SQL runs on: a sqlite3 connection as it is, or a thin wrapper around a psycopg one."""
 
@@ -387,12 +290,12 @@ class Engine(Protocol):
     """What the store needs from a database: reads, durable writes, migrations and a nudge when the ledger grows.
 
     The store's SQL is written once, in the subset both engines speak (`?` placeholders, `RETURNING`,
-    `ON CONFLICT ... DO NOTHING`); an engine owns connections and transactions. Both engines commit writes in
-    groups, one group at a time across every server process sharing the database, so a read inside a write
-    sees everything committed before it.
+    `ON CONFLICT ... DO NOTHING`); an engine owns connections, transactions and how writers take turns.
     """
 
     backend: str
+    serial_writes: bool
+    """True when writers take turns (SQLite), so a read inside a write sees everything committed before it."""
     errors: tuple[type[Exception], ...]
 
     def reader(self) -> AbstractContextManager[Connection]: ...
@@ -410,6 +313,7 @@ class SqliteEngine:
     """One SQLite file, safe for many threads and many processes, with writes committed in groups."""
 
     backend = "sqlite"
+    serial_writes = True
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
     LEDGER_POLL_SECONDS = 0.1
     """How often a follower looks for other processes' commits; this process's own commits wake it at once."""
@@ -420,8 +324,12 @@ class SqliteEngine:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._group = GroupCommit(self._commit_batch)
-        self.submit = self._group.submit
+        self._pending: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        """Guards the queue and the leader flag: with them, the in-process mutual exclusion of the write path."""
+        self._leading = False
+        self._idle = threading.Event()
+        self._idle.set()
         self._committed = threading.Condition()
         self._closed = False
         self._writer_connection = self._connect()
@@ -474,7 +382,60 @@ class SqliteEngine:
             connection.execute("ROLLBACK")
             raise
 
-    def _commit_batch(self, batch: list[Job]) -> None:
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` inside the next group commit and return once it is durable.
+
+        Callers queue their write; if nobody is committing, the caller becomes the leader, takes every
+        write queued so far (its own and others') and commits them in one transaction. It then wakes the
+        owner of each write it committed, and hands the lead to the oldest write still queued, if any.
+        No writer thread, so no hand-off on the way in, and each caller is woken exactly once.
+        """
+        job = _Job(op)
+        with self._queue_lock:
+            if self._closed:
+                raise Unavailable("the store is closed")
+            self._pending.append(job)
+            if not self._leading:
+                job.lead = self._leading = True
+                self._idle.clear()
+        if not job.lead and not job.wake.acquire(timeout=WRITE_TIMEOUT_SECONDS):
+            self._give_up(job)
+        if not job.finished:
+            self._lead()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _give_up(self, job: _Job) -> None:
+        """A follower that waited too long leaves, unless its write is already being committed or it was
+        just handed the lead (then it stays: nobody else would lead)."""
+        with self._queue_lock:
+            if job in self._pending and not job.lead:
+                self._pending.remove(job)
+                raise Unavailable(f"the database did not finish the write within {WRITE_TIMEOUT_SECONDS:.0f} s")
+        job.wake.acquire()
+
+    def _lead(self) -> None:
+        with self._queue_lock:
+            batch, self._pending = self._pending, []
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._queue_lock:
+                if self._pending and not self._closed:
+                    successor = self._pending[0]
+                    successor.lead = True
+                else:
+                    successor = None
+                    self._leading = False
+                    self._idle.set()
+            for other in batch:
+                if not other.lead:
+                    other.wake.release()
+            if successor is not None:
+                successor.wake.release()
+
+    def _commit_batch(self, batch: list[_Job]) -> None:
         """One transaction for the whole group; every job leaves finished, with a result or an error."""
         connection = self._writer_connection
         committed = False
@@ -484,7 +445,14 @@ class SqliteEngine:
         fcntl.flock(self._process_lock, fcntl.LOCK_EX)
         try:
             connection.execute("BEGIN IMMEDIATE")
-            run_in_savepoints(connection, batch, self.errors)
+            for job in batch:
+                connection.execute("SAVEPOINT request")
+                try:
+                    job.result = job.op(connection)
+                except Exception as exc:  # noqa: BLE001 - whatever went wrong, only this request's savepoint is undone
+                    connection.execute("ROLLBACK TO request")
+                    job.error = exc if isinstance(exc, ReservationError) else _as_unavailable(exc, self.errors)
+                connection.execute("RELEASE request")
             connection.execute("COMMIT")
             committed = True
         except sqlite3.Error as exc:
@@ -523,10 +491,19 @@ class SqliteEngine:
 
     def close(self) -> None:
         """Let the write in progress finish, then close every connection (the last close checkpoints the WAL)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._group.close()
+        with self._queue_lock:
+            if self._closed:
+                return
+            self._closed = True
+            abandoned, self._pending = self._pending, []
+            for job in abandoned:
+                job.error, job.finished = Unavailable("the store is closed"), True
+                if job.lead:  # the lead was handed to a write that will now never run
+                    self._leading = False
+                    self._idle.set()
+                else:
+                    job.wake.release()
+        self._idle.wait(WRITE_TIMEOUT_SECONDS)
         os.close(self._process_lock)
         with self._connections_lock:
             for connection in self._all_connections:
@@ -746,6 +723,8 @@ class Store:
                     return self._replayed(existing, wanted, seats)
                 taken = self._take_or_explain(connection, event_id, sector, quantity, half)
             sector_name, price, rows, seats_per_row = taken
+            if not self.engine.serial_writes:
+                self._still_on_sale(connection, event_id)
             chosen = self._seats_for_sale(connection, event_id, sector_name, rows, seats_per_row, quantity, seats)
             now = self.clock()
             numerator, denominator = CATEGORIES[category]
@@ -845,6 +824,14 @@ class Store:
                 raise SoldOut(f"Only {left} tickets left in {sector_name} for {event_name}")
             raise SoldOut(f"{sector_name} for {event_name} is sold out")
         return sector_name, price, rows, seats_per_row
+
+    @staticmethod
+    def _still_on_sale(connection: Connection, event_id: int) -> None:
+        """With writers side by side, the event may have been cancelled while this sale waited for the sector's row
+        lock; a cancel takes that lock first, so a fresh read after it is the truth (see cancel_event)."""
+        status = connection.execute("SELECT status FROM events WHERE id = ?", (event_id,)).fetchone()[0]
+        if status != "on_sale":
+            raise EventClosed(f"The event is {status.replace('_', ' ')}; it takes no new reservations")
 
     @staticmethod
     def _give_back(connection: Connection, event_id: int, sector: str, quantity: int, half: int) -> None:
@@ -1429,6 +1416,9 @@ class Store:
         def op(connection: Connection) -> int:
             self._event_row(connection, event_id)
             now = self.clock()
+            # The sectors' rows first: a sale in flight holds one, so this waits for it, and the reservations read
+            # below include it; a sale arriving later waits here and then finds the event cancelled.
+            connection.execute("UPDATE sectors SET available = available WHERE event_id = ?", (event_id,))
             connection.execute("UPDATE events SET status = 'cancelled' WHERE id = ?", (event_id,))
             rows = connection.execute(
                 f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE event_id = ? AND status IN ('held', 'confirmed')",

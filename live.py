@@ -109,12 +109,10 @@ def cut(connection: rpyc.Connection) -> None:
 class LedgerCursor:
     """Where the follower stands in the ledger.
 
-    A row's number is drawn when the row is written and the row shows when its transaction commits. Both
-    engines commit one group at a time, so rows show in order, but PostgreSQL never gives back the number of
-    a write that was undone (a refused request's savepoint), so the ledger has holes; and a number drawn by a
-    writer that commits later than a higher one (writers side by side) would show late. The cursor re-reads
-    from the first number it has not seen (`floor`), hands out only rows it has not handled, and gives up on
-    a missing number after HOLE_SECONDS.
+    A row's number is drawn when the row is written but the row shows when its transaction commits, so with
+    PostgreSQL row 7 may show after row 8 (SQLite's writers take turns, so there it never does). The cursor
+    re-reads from the first number it has not seen (`floor`), hands out only rows it has not handled, and
+    gives up on a missing number after HOLE_SECONDS: a rolled-back transaction's number never shows.
     `top` only grows: the highest number handled, which labels every update.
     """
 

@@ -1,20 +1,18 @@
 """The PostgreSQL engine: the store's portable SQL on psycopg 3, with a small connection pool.
 
-Several servers on several hosts share one database. Writes are committed in groups, exactly as on SQLite
-(database.GroupCommit): the leader of a server process takes a pooled connection, takes the advisory lock
-WRITE_LOCK (held until its transaction ends), runs every queued write in its own savepoint and commits them
-all with one fsync. The advisory lock lets one group commit at a time across every server process, so a
-read inside a write sees every earlier commit, groups never deadlock with each other, and a hot sector's
-row lock is held for one commit per group instead of one commit per sale (docs/PERFORMANCE.md: one hot
-sector, 16 threads, 276-364 sales/s with a transaction per sale, 545-569 with groups).
+Several servers on several hosts share one database, so the database's own row locks are the mutual
+exclusion: each write runs in its own READ COMMITTED transaction on a pooled connection, and the
+conditional `UPDATE ... WHERE available >= ?` waits for a competing writer's row lock, then re-checks the
+row it finds. PostgreSQL's own group commit shares the fsyncs of concurrent commits.
 
-What a group may meet and what it becomes:
+What a writer may meet and what it becomes:
 
-- a serialization failure, a deadlock or a unique violation outside any one write's savepoint, or the
-  connection lost before COMMIT was sent: nothing was committed, so the whole group runs again from the
-  start (a few times, with jitter) on another connection. Never a failure to the caller.
-- the connection lost during COMMIT, or any other driver error: `Unavailable` for every write of the group
-  ("unknown" for a commit: a reservation asked again with its request id tells).
+- a serialization failure, a deadlock or a unique violation (two writers drew the same reservation code or
+  event id, or added the same sector at once): the transaction is undone and the write runs again from the
+  start, a few times with jitter, so it sees what the other writer committed. Never a failure to the caller.
+- the connection lost before COMMIT was sent: nothing happened, so the write runs again on a new connection.
+- the connection lost during COMMIT, or any other driver error: `Unavailable` ("unknown" for a commit: a
+  reservation asked again with its request id tells).
 
 psycopg is imported here only; SQLite users never need it. Live updates: an insert into the ledger
 notifies the channel `bilheteria_ledger`, and `wait_for_ledger` wakes on it.
@@ -37,7 +35,6 @@ from psycopg import errors as pg_errors
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 
-from database import GroupCommit, Job, run_in_savepoints
 from errors import Unavailable
 
 log = logging.getLogger("bilheteria.postgres")
@@ -51,8 +48,6 @@ WRITE_ATTEMPTS = 8
 LEDGER_CHANNEL = "bilheteria_ledger"
 MIGRATION_LOCK = 0x62696C68
 """The advisory lock key ("bilh") that makes servers starting together migrate one at a time."""
-WRITE_LOCK = 0x62696C77
-"""The advisory lock key ("bilw") that lets one group of writes commit at a time across all servers."""
 
 SESSION_DEFAULTS = {
     "connect_timeout": str(int(CONNECT_SECONDS)),
@@ -267,8 +262,6 @@ class PostgresEngine:
         except psycopg.Error as exc:
             raise DatabaseUnreachable(f"cannot connect to {self.name}: {_first_line(exc)}") from None
         self._listener = _LedgerListener(self._connect)
-        self._group = GroupCommit(self._commit_batch)
-        self.submit = self._group.submit
 
     def _connect(self) -> psycopg.Connection:
         connection = psycopg.connect(**self._settings)
@@ -292,47 +285,36 @@ class PostgresEngine:
         except psycopg.Error as exc:
             raise Unavailable(f"cannot reach the database: {_first_line(exc)}") from exc
 
-    def _commit_batch(self, batch: list[Job]) -> None:
-        """One transaction for the whole group under the write lock; every job leaves finished, with a result or an error."""
-        reason = "the write was interrupted"
-        committed = False
+    def submit(self, op: Callable[[_Connection], T]) -> T:
+        """Run `op` in a transaction of its own and return once it is committed (durable: synchronous_commit is on).
+
+        An exception from `op` undoes its writes and reaches the caller. Conflicts with other writers and a
+        connection lost before COMMIT run `op` again from the start; see the module's docstring.
+        """
         for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                connection = self._take()
-            except Unavailable as exc:
-                reason = str(exc)
-                break
+            connection = self._take()
             connection.autocommit = False
             committing = False
             try:
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                run_in_savepoints(_Connection(connection), batch, self.errors)
+                result = op(_Connection(connection))
                 committing = True
                 connection.commit()
-                committed = True
-                break
+                return result
             except RETRIED as exc:
-                reason = f"the writes kept conflicting with others ({_first_line(exc)})"
-                log.debug("group of %d writes conflicted (%s); attempt %d again", len(batch), type(exc).__name__, attempt + 1)
+                if attempt == WRITE_ATTEMPTS:
+                    raise Unavailable(f"the write kept conflicting with others ({_first_line(exc)})") from exc
+                log.debug("write conflicted (%s); attempt %d again", type(exc).__name__, attempt + 1)
             except psycopg.OperationalError as exc:
-                if committing or not connection.broken:
+                if committing or not connection.broken or attempt == WRITE_ATTEMPTS:
                     what = "the connection was lost while committing; the write may have happened" if committing else "database error"
-                    reason = f"{what}: {_first_line(exc)}"
-                    break
-                reason = f"database connection lost: {_first_line(exc)}"
+                    raise Unavailable(f"{what}: {_first_line(exc)}") from exc
                 log.warning("database connection lost before the commit (%s); trying a new one", _first_line(exc))
             except psycopg.Error as exc:
-                reason = f"database error: {_first_line(exc)}"
-                break
+                raise Unavailable(f"database error: {_first_line(exc)}") from exc
             finally:
                 self._pool.give(connection)
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
-        if not committed:
-            log.error("group of %d writes not committed: %s", len(batch), reason)
-            for job in batch:
-                job.result, job.error = None, Unavailable(reason)
-        for job in batch:
-            job.finished = True
+        raise AssertionError("unreachable")
 
     def migrate(self, migrations: Sequence[str], seed: Callable[[_Connection], None]) -> None:
         """Bring the schema to `len(migrations)` under an advisory lock, so servers starting together migrate once."""
@@ -369,8 +351,6 @@ class PostgresEngine:
         self._listener.wait(timeout)
 
     def close(self) -> None:
-        """Let the group being committed finish, then close every connection."""
-        self._group.close()
         self._listener.stop()
         self._pool.close()
 

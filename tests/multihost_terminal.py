@@ -66,7 +66,10 @@ def main() -> int:
         thread.start()
     say(ready=args.tag)
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            # With a timeout, so the main thread wakes to run the SIGTERM handler even when the kernel handed
+            # the signal to a terminal thread (a join without one would sleep through it).
+            thread.join(0.2)
     say(done=args.tag)
     return 0
 
