@@ -49,6 +49,7 @@ from records import (
     AvailabilityUpdate,
     Event,
     LedgerEntry,
+    Record,
     Reservation,
     SeatMap,
     Sector,
@@ -716,10 +717,8 @@ class Subscription:
 
     def receive(self, pairs: Any) -> None:
         """What the server calls, on the line's serving thread: keep the newest update per sector and return at once."""
-        try:
-            update = from_wire(AvailabilityUpdate, pairs)
-        except Exception as exc:  # noqa: BLE001 - bytes from the network; a malformed update is skipped, not fatal
-            log.warning("ignored a malformed live update for event %d (%s)", self.event_id, type(exc).__name__)
+        update = _pushed(AvailabilityUpdate, pairs, f"live update for event {self.event_id}")
+        if update is None:
             return
         with self._lock:
             if self.closed or update.event_id != self.event_id or update.seq < self._seen.get(update.sector, -1):
@@ -742,6 +741,16 @@ class Subscription:
             self._on_update(update)
 
 
+def _pushed(cls: type[Record], pairs: Any, what: str) -> Record | None:
+    """A record a server pushed to a callback, or None (one log line) when it is malformed: bytes from the
+    network are skipped, never fatal to the line that serves every callback."""
+    try:
+        return from_wire(cls, pairs)
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes were, only this push is lost
+        log.warning("ignored a malformed %s (%s)", what, type(exc).__name__)
+        return None
+
+
 class _WaitlistWatch:
     """Hands one waitlist offer to the owner's `on_offer`, once; when its server dies the line watches the entry
     again on another one (`watch_waitlist`, which also answers an offer made while nobody watched)."""
@@ -755,13 +764,9 @@ class _WaitlistWatch:
         self._handed = threading.Lock()
 
     def receive(self, pairs: Any) -> None:
-        try:
-            entry = from_wire(WaitlistEntry, pairs)
-        except Exception as exc:  # noqa: BLE001 - bytes from the network; a malformed offer is skipped, not fatal
-            log.warning("ignored a malformed waitlist offer for entry %d (%s)", self.entry_id, type(exc).__name__)
-            return
-        if not self._handed.acquire(blocking=False):
-            return  # the offer already came by the other path (pushed, or answered by watch_waitlist)
+        entry = _pushed(WaitlistEntry, pairs, f"waitlist offer for entry {self.entry_id}")
+        if entry is None or not self._handed.acquire(blocking=False):
+            return  # malformed, or the offer already came by the other path (pushed, or answered by watch_waitlist)
         self.line.forget(self)
         self.line.dispatcher.submit(lambda: self.on_offer(entry))
 

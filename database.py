@@ -731,12 +731,12 @@ class Store:
             unit = -(-price * numerator // denominator)
             status, expires_at = ("confirmed", None) if confirm else ("held", now + self.hold_seconds)
             details = (event_id, sector_name, quantity, customer, email, category, unit, unit * quantity, status, now, expires_at, chosen)
-            row = self._insert_reservation(connection, details, request_id)
-            if row is None:
+            row, fresh = self._insert_reservation(connection, details, request_id)
+            if not fresh:
                 # The request id is taken: this is a retry of a reservation made earlier. Give back what
                 # was just taken, inside this same transaction, and answer with the original.
                 self._give_back(connection, event_id, sector_name, quantity, half)
-                return self._replayed(self._by_request_id(connection, request_id), wanted, seats)
+                return self._replayed(row, wanted, seats)
             self._hold_seats(connection, row)
             self._record(connection, now, "sell" if confirm else "hold", row[0], event_id, sector_name, quantity)
             if confirm:
@@ -844,8 +844,9 @@ class Store:
     def _by_request_id(connection: Connection, request_id: str) -> tuple | None:
         return connection.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE request_id = ?", (request_id,)).fetchone()
 
-    def _insert_reservation(self, connection: Connection, details: tuple, request_id: str) -> tuple | None:
-        """Insert under a fresh code, or None when the request id is already taken.
+    def _insert_reservation(self, connection: Connection, details: tuple, request_id: str) -> tuple[tuple, bool]:
+        """Insert under a fresh code: (the row, True); or, when the request id is already taken, (the original's
+        row, False).
 
         A clash between two random codes is rare enough to just draw again. Neither clash raises (a failed
         statement would spoil a PostgreSQL transaction); the insert that did nothing says which it was.
@@ -858,9 +859,10 @@ class Store:
                 (*row, request_id),
             ).rowcount
             if inserted:
-                return row
-            if self._by_request_id(connection, request_id) is not None:
-                return None
+                return row, True
+            original = self._by_request_id(connection, request_id)
+            if original is not None:
+                return original, False
         raise Unavailable("could not draw an unused reservation code")
 
     @staticmethod
@@ -1002,8 +1004,8 @@ class Store:
                 continue
             expires_at = now + self.offer_seconds
             details = (event_id, sector, quantity, customer, email, "full", price, price * quantity, "held", now, expires_at, chosen)
-            row = self._insert_reservation(connection, details, f"waitlist-{entry_id}")
-            if row is None:
+            row, fresh = self._insert_reservation(connection, details, f"waitlist-{entry_id}")
+            if not fresh:
                 self._give_back(connection, event_id, sector, quantity, 0)
                 continue
             self._hold_seats(connection, row)

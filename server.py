@@ -341,6 +341,7 @@ class TicketService(rpyc.Service):
         entry_id, callback = _int(entry_id, "entry_id"), _callback(callback)
         self.box.store.get_waitlist_entry(entry_id, _str(email, "email"))
         self.box.live.watch_waitlist(entry_id, callback, self.connection)
+        # Read again after the watch is in place: an offer made between the two reads is in this answer.
         return to_wire(self.box.store.waitlist_entry(entry_id))
 
     @remote

@@ -26,17 +26,24 @@ def postgres_missing(reason: str) -> None:
     pytest.skip(f"PostgreSQL tests need PostgreSQL: {reason}")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PgCluster]:
-    """One throwaway PostgreSQL server for the whole session (fsync off: the tests kill servers, not the power)."""
+def started_postgres() -> PgCluster:
+    """A throwaway PostgreSQL server, started (fsync off: the tests kill servers, not the power); skipped, or
+    failed under BILHETERIA_REQUIRE_POSTGRES=1, with the reason when there is no driver or no server to start."""
     try:
         import psycopg  # noqa: F401 - only to find out whether the driver is installed
     except ImportError:
         postgres_missing("psycopg is not installed (pip install -r requirements.txt)")
     try:
-        server = PgCluster(durable=False).start()
+        return PgCluster(durable=False).start()
     except PostgresUnavailable as exc:
         postgres_missing(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL server for the whole session."""
+    server = started_postgres()
     yield server
     server.destroy()
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
-from procs import wait_until
+from procs import terminals, wait_until
 
 import database
 from database import Store
@@ -285,23 +285,19 @@ def test_no_sale_outlives_a_cancel_of_its_event_that_raced_it(new_database: Call
         started = threading.Barrier(9)
         refused: list[str] = []
 
-        def buy(store: Store) -> None:
+        def buy(number: int) -> None:
             started.wait()
             for _ in range(60):
                 try:
-                    store.reserve(event_id, 1, "Ana", "ana@example.com", confirm=True)
+                    stores[number % 2].reserve(event_id, 1, "Ana", "ana@example.com", confirm=True)
                 except EventClosed as exc:
                     refused.append(str(exc))
                     return
 
-        threads = [threading.Thread(target=buy, args=(stores[index % 2],)) for index in range(8)]
-        for thread in threads:
-            thread.start()
-        started.wait()
-        wait_until(lambda: available(stores[2], event_id) <= 10_000 - 40, timeout=10, what="sales under way")
-        _, cancelled = stores[2].cancel_event(event_id)
-        for thread in threads:
-            thread.join()
+        with terminals(8, buy, "buyer"):
+            started.wait()
+            wait_until(lambda: available(stores[2], event_id) <= 10_000 - 40, timeout=10, what="sales under way")
+            _, cancelled = stores[2].cancel_event(event_id)
         active = [r for r in stores[2].reservations(event_id) if r.status in ("held", "confirmed")]
         assert active == [], f"{len(active)} sales stayed active on a cancelled event"
         assert cancelled >= 40 and len(refused) == 8
@@ -479,15 +475,13 @@ def test_confirm_cancel_and_expiry_racing_on_one_hold_settle_it_once(new_databas
                 except (HoldExpired, InvalidRequest):
                     pass  # the hold was already settled another way: the honest answer
 
-        racers = [
-            threading.Thread(target=race, args=(lambda code: first.confirm(code, "ana@example.com"),)),
-            threading.Thread(target=race, args=(lambda code: second.cancel(code, "ana@example.com"),)),
-            threading.Thread(target=race, args=(lambda code: second.expire_holds(),)),
+        actions: list[Callable[[str], object]] = [
+            lambda code: first.confirm(code, "ana@example.com"),
+            lambda code: second.cancel(code, "ana@example.com"),
+            lambda code: second.expire_holds(),
         ]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join()
+        with terminals(len(actions), lambda number: race(actions[number]), "racer"):
+            pass
         assert first.check_invariants() == []
         final = {r.code: r.status for r in first.reservations(event_id)}
         ledger = first.ledger(limit=10_000)

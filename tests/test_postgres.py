@@ -14,12 +14,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, Cluster, postgres_missing
+from conftest import ADMIN_TOKEN, Cluster, started_postgres
 from procs import ROOT, free_port, start, wait_until
 
 from client_core import TicketClient, Unavailable
 from database import Store
-from pgcluster import PgCluster, PostgresUnavailable
+from pgcluster import PgCluster
 
 
 @pytest.fixture
@@ -31,10 +31,7 @@ def new_url(postgres: PgCluster) -> Callable[[], str]:
 @pytest.fixture
 def own_postgres() -> Iterator[PgCluster]:
     """A PostgreSQL server of this test's own, which it may stop and start."""
-    try:
-        server = PgCluster(durable=False).start()
-    except PostgresUnavailable as exc:
-        postgres_missing(str(exc))
+    server = started_postgres()
     yield server
     server.destroy()
 

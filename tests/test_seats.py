@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import ADMIN_TOKEN
+from procs import terminals
 from test_database import FakeClock
 
 import seating
@@ -158,11 +159,8 @@ def test_threads_grabbing_overlapping_seats_sell_each_seat_once_all_or_none(stor
             with lock:
                 won.append(reservation.seats)
 
-    threads = [threading.Thread(target=grab, args=(worker,)) for worker in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with terminals(12, grab, "grabber"):
+        pass
     sold = [seat for seats in won for seat in seats]
     assert len(sold) == len(set(sold)), "a seat was sold twice"
     assert all(len(seats) == 3 for seats in won)
@@ -197,11 +195,8 @@ def test_terminals_on_two_servers_grab_overlapping_seats(cluster_factory) -> Non
                 with lock:
                     sales.append(sale.seats)
 
-    threads = [threading.Thread(target=terminal, args=(number,)) for number in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with terminals(16, terminal):
+        pass
     sold = [seat for seats in sales for seat in seats]
     assert len(sold) == len(set(sold)), "a seat was sold twice"
     assert all(len(seats) == 2 and seats[0][0] == seats[1][0] for seats in sales)
