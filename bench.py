@@ -5,6 +5,7 @@ measures as subprocesses and prints one table:
 
 - the ceiling: a bare RPyC `ThreadedServer` whose methods do nothing (`python bench.py --serve-noop PORT`),
   with server.py's PROTOCOL_CONFIG, so the only difference from the product is the product's own work;
+  and the same server returning a reservation record, to show what the record reply alone costs;
 - the product: `reserve(..., confirm=True)` (each call its own request id, so every call is a real sale
   committed with synchronous=FULL), `list_events` and `get_seat_map` (a 20x30 room), against `server.py`
   on a fresh database;
@@ -57,8 +58,9 @@ from rpyc.utils.factory import connect_stream
 from rpyc.utils.server import ThreadedServer
 
 from client_core import CLIENT_CONFIG
-from database import MAX_CAPACITY, Store
+from database import MAX_CAPACITY, Store, iso
 from pgcluster import PgCluster, find_binaries
+from records import Reservation, to_wire
 from server import PROTOCOL_CONFIG
 
 ROOT = Path(__file__).resolve().parent
@@ -77,6 +79,7 @@ SEATED_ROOM = (20, 30)
 CAPACITY = MAX_CAPACITY
 """The largest sector the store accepts, so no run sells out (a full run sells well under a million)."""
 REFERENCE_CLIENTS = 64
+NOOP_CODE = "NOOPNOOP"
 FD_HEADROOM = 512
 
 
@@ -88,6 +91,16 @@ class NoopService(rpyc.Service):
 
     def exposed_reserve(self, *args: Any) -> None:
         return None
+
+    def exposed_reserve_record(
+        self, event_id: int, quantity: int, customer: str, email: str, sector: str, category: str, *rest: Any
+    ) -> tuple:
+        """The second ceiling: no store, but the reply the record contract prescribes (a reservation as
+        (field, value) pairs), built per call as the product builds it. What separates it from `noop` is
+        the cost of the reply alone, on both sides of the wire."""
+        sold = Reservation(NOOP_CODE, event_id, sector, quantity, customer, email, category, 10000, 10000 * quantity,
+                           "confirmed", iso(time.time()), None)
+        return to_wire(sold)
 
     def exposed_list_events(self) -> None:
         return None
@@ -222,7 +235,7 @@ class LoadPlan:
         """The arguments of one call; the no-op gets the same reserve arguments so it pays the same serialisation."""
         if self.method == "get_seat_map":
             return (self.event_id, SEATED_SECTOR)
-        if self.method != "reserve":
+        if self.method not in ("reserve", "reserve_record"):
             return ()
         request_id = f"{self.run_id}-{terminal}-{sequence}"
         return (self.event_id, 1, f"Bench Terminal {terminal}", f"terminal{terminal}@bench.example", SECTOR, "full", request_id, True)
@@ -389,7 +402,7 @@ class Measurement:
 
     @property
     def label(self) -> str:
-        label = self.kind
+        label = "noop + record reply" if self.kind == "noop_record" else self.kind
         if self.servers > 1:
             label += f" x{self.servers} replicas"
         if self.backend != "sqlite":
@@ -657,9 +670,10 @@ def run_levels(settings: Settings, system: Product, noop: tuple[Child, str], run
     noop_child, noop_address = noop
     rows = []
     for clients in settings.levels:
-        noop_row, _ = measure(LoadPlan("reserve", (noop_address,), 1, run_id), clients, [noop_child], settings.window,
-                              scenario="levels", kind="noop")
-        rows.append(noop_row)
+        for kind, method in (("noop", "reserve"), ("noop_record", "reserve_record")):
+            noop_row, _ = measure(LoadPlan(method, (noop_address,), 1, run_id), clients, [noop_child], settings.window,
+                                  scenario="levels", kind=kind)
+            rows.append(noop_row)
         for method in ("reserve", "list_events", "get_seat_map"):
             row, codes = measure(system.plan(method, f"{run_id}-{method}-{clients}"), clients, system.servers, settings.window,
                                  scenario="levels", kind=method)
@@ -697,6 +711,69 @@ def run_replicas(
                 rows.append(replace(row, backend=backend))
                 counts = system.sector_counts()
             audits.append(audit(system, *counts))
+    return rows, audits
+
+
+def measure_store(threads: int, window: Window, workdir: Path, run_id: str) -> tuple[Measurement, Audit]:
+    """The store alone: `threads` threads of this process selling through one Store on a fresh SQLite file, no RPyC.
+
+    What the server adds to a sale is the difference between this and the `reserve` row; CPU is this
+    process's own (os.times) over the window, so it includes the group commit's hand-offs between threads.
+    """
+    name = f"store-{threads}"
+    (workdir / name).mkdir()
+    store = Store(str(workdir / name / "tickets.db"), seed_demo=False)
+    try:
+        event = store.create_event("Bench Night", "Bench Hall", "2030-01-01T20:00:00-03:00", ((SECTOR, 10000, CAPACITY),))
+        logs = [TerminalLog() for _ in range(threads)]
+        begin = time.monotonic() + window.warmup
+        end = begin + window.seconds
+
+        def sell(terminal: int) -> None:
+            log, sequence = logs[terminal], 0
+            customer, email = f"Bench Terminal {terminal}", f"terminal{terminal}@bench.example"
+            while (started_at := time.monotonic()) < end:
+                started = time.perf_counter()
+                try:
+                    sold = store.reserve(event.id, 1, customer, email, SECTOR, "full", f"{run_id}-{terminal}-{sequence}", True)
+                except Exception as exc:  # noqa: BLE001 - counted and sampled like a terminal's error
+                    log.failed(exc)
+                    continue
+                finally:
+                    sequence += 1
+                if started_at >= begin:
+                    log.latencies.append(time.perf_counter() - started)
+                log.codes.append(sold.code)
+
+        workers = [threading.Thread(target=sell, args=(terminal,), name=f"store-bench-{terminal}") for terminal in range(threads)]
+        for worker in workers:
+            worker.start()
+        time.sleep(max(0.0, begin - time.monotonic()))
+        before = os.times()
+        time.sleep(max(0.0, end - time.monotonic()))
+        after = os.times()
+        for worker in workers:
+            worker.join()
+        cpu = (after.user - before.user) + (after.system - before.system)
+        report = ProcessReport(b"".join(log.latencies.tobytes() for log in logs), sum(log.errors for log in logs),
+                               next((log.error_sample for log in logs if log.error_sample), ""),
+                               tuple(code for log in logs for code in log.codes), 0.0)
+        row, codes = summarise([report], threads, 0, window.seconds, cpu, [], scenario="store", kind="store.reserve", idle=0)
+        counts = next((sector.capacity, sector.available) for sector in store.get_event(event.id).sectors if sector.name == SECTOR)
+    finally:
+        store.close()
+    system = Product(name, str(workdir / name / "tickets.db"), [], (), "", event.id, codes)
+    return replace(row, load_cpu_us_per_call=None, server_rss_mb=rss_mb(os.getpid())), audit(system, *counts)
+
+
+def run_store(settings: Settings) -> tuple[list[Measurement], list[Audit]]:
+    rows, audits = [], []
+    run_id = secrets.token_hex(4)
+    with tempfile.TemporaryDirectory(prefix="bilheteria-bench-store-") as temp:
+        for threads in settings.levels:
+            row, checked = measure_store(threads, settings.window, Path(temp), run_id)
+            rows.append(row)
+            audits.append(checked)
     return rows, audits
 
 
@@ -741,6 +818,11 @@ def evaluate_targets(rows: Sequence[Measurement], levels: Sequence[int]) -> list
                               cpu <= 1.5))
     else:
         targets.append(Target("reserve vs no-op" + at, "not measured", None))
+    record = find(rows, scenario="levels", kind="noop_record", clients=clients)
+    if noop and record and noop.calls and record.calls:
+        cpu = (record.server_cpu_us_per_call or 0) / (noop.server_cpu_us_per_call or math.inf)
+        targets.append(Target("for reference, the record reply alone: a no-op returning a reservation record" + at,
+                              f"{record.calls_per_s / noop.calls_per_s:.2f} x calls/s, {cpu:.1f} x CPU", None))
     if alone and crowded and alone.calls and crowded.calls:
         growth = crowded.p99_ms / alone.p99_ms - 1
         targets.append(Target(f"active p99 with {crowded.idle_terminals} idle terminals within 10% of without",
@@ -757,8 +839,8 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def results_table(rows: Sequence[Measurement]) -> Table:
-    table = Table(title="bilheteria benchmark (closed loop, one CALLATTR message per call)")
+def results_table(rows: Sequence[Measurement], title: str = "bilheteria benchmark (closed loop, one CALLATTR message per call)") -> Table:
+    table = Table(title=title)
     for heading in ("call", "clients", "calls", "calls/s", "p50 ms", "p99 ms", "errors", "server us/call", "load us/call",
                     "server RSS MB", "x no-op"):
         table.add_column(heading, justify="left" if heading == "call" else "right")
@@ -781,7 +863,7 @@ def targets_table(targets: Sequence[Target]) -> Table:
     table.add_column("measured", justify="right")
     table.add_column("result")
     for target in targets:
-        verdict = {True: "[green]pass[/green]", False: "[yellow]fail[/yellow]", None: "[dim]n/a[/dim]"}[target.passed]
+        verdict = {True: "[green]pass[/green]", False: "[yellow]fail[/yellow]", None: "[dim]-[/dim]"}[target.passed]
         table.add_row(target.goal, target.measured, verdict)
     return table
 
@@ -846,13 +928,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, help="idle terminals next to 8 active ones (default 1000)")
     parser.add_argument("--replica-clients", type=int, help="terminals in the replica runs (default 64)")
     parser.add_argument("--server-log-level", help="pass --log-level to server.py (default: the server's own)")
+    parser.add_argument("--store", action="store_true",
+                        help="only the store: threads of this process selling through Store.reserve, no RPyC (levels 1,16,64)")
     parser.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     quick = args.quick
-    levels = tuple(int(item) for item in args.clients.split(",")) if args.clients else ((8,) if quick else (1, 8, 64, 256))
+    default_levels = (16,) if args.store and quick else (1, 16, 64) if args.store else (8,) if quick else (1, 8, 64, 256)
+    levels = tuple(int(item) for item in args.clients.split(",")) if args.clients else default_levels
     if not levels or min(levels) < 1:
         raise SystemExit("--clients needs positive numbers, e.g. 1,8,64")
     seconds = args.seconds if args.seconds is not None else (0.5 if quick else 5.0)
@@ -876,7 +961,7 @@ def run(settings: Settings, console: Console) -> tuple[list[Measurement], list[A
         workdir = Path(temp)
         with product("single", 1, workdir, settings.log_level) as system:
             with noop_server(workdir) as noop:
-                console.print(f"[dim]levels {settings.levels}: no-op, reserve, list_events, get_seat_map ...[/dim]")
+                console.print(f"[dim]levels {settings.levels}: no-op, no-op + record reply, reserve, list_events, get_seat_map ...[/dim]")
                 rows += run_levels(settings, system, noop, run_id)
             console.print(f"[dim]8 active terminals without and with {settings.idle} idle ...[/dim]")
             rows += run_idle(settings, system, run_id)
@@ -908,10 +993,15 @@ def main(argv: list[str] | None = None) -> int:
     raise_file_limit(max(*settings.levels, settings.replica_clients) + settings.idle + FD_HEADROOM)
     info = machine()
     started = time.monotonic()
-    rows, audits = run(settings, console)
-    targets = evaluate_targets(rows, settings.levels)
-    console.print(results_table(rows))
-    console.print(targets_table(targets))
+    if args.store:
+        rows, audits = run_store(settings)
+        targets: list[Target] = []
+        console.print(results_table(rows, title="the store alone (threads of one process, no RPyC)"))
+    else:
+        rows, audits = run(settings, console)
+        targets = evaluate_targets(rows, settings.levels)
+        console.print(results_table(rows))
+        console.print(targets_table(targets))
     print_audits(console, audits)
     console.print(f"[dim]{info['nproc']} cores, Python {info['python']}, rpyc {info['rpyc']}, "
                   f"load average at start {info['loadavg_at_start'][0]:.2f}, took {time.monotonic() - started:.0f} s[/dim]")

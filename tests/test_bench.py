@@ -35,7 +35,7 @@ def test_quick_bench_sells_correctly_and_reports_every_level(tmp_path: Path) -> 
 
     report = json.loads(json_path.read_text())
     levels = {(row["kind"], row["clients"]): row for row in report["results"] if row["scenario"] == "levels"}
-    for kind in ("noop", "reserve", "list_events", "get_seat_map"):
+    for kind in ("noop", "noop_record", "reserve", "list_events", "get_seat_map"):
         row = levels[(kind, 8)]
         assert row["calls"] > 0, row
         assert row["errors"] == 0, row
@@ -50,3 +50,22 @@ def test_quick_bench_sells_correctly_and_reports_every_level(tmp_path: Path) -> 
         assert database["reservations"] == database["distinct_request_ids"], database
         assert database["codes_missing"] == 0, database
     assert "correct" in finished.stdout
+
+
+def test_store_alone_mode_sells_correctly(tmp_path: Path) -> None:
+    """`--store` measures the store without RPyC; its own audit must hold just the same."""
+    json_path = tmp_path / "store.json"
+    finished = subprocess.run(
+        [sys.executable, "bench.py", "--store", "--quick", "--json", str(json_path)],
+        check=False, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert finished.returncode == 0, finished.stdout
+
+    report = json.loads(json_path.read_text())
+    (row,) = report["results"]
+    assert (row["kind"], row["clients"], row["errors"]) == ("store.reserve", 16, 0), row
+    assert row["calls"] > 0, row
+    (database,) = report["correctness"]["databases"]
+    assert database["ok"], database
+    assert database["sold"] == database["codes_returned"] == database["reservations"], database
