@@ -714,15 +714,17 @@ def run_replicas(
     return rows, audits
 
 
-def measure_store(threads: int, window: Window, workdir: Path, run_id: str) -> tuple[Measurement, Audit]:
-    """The store alone: `threads` threads of this process selling through one Store on a fresh SQLite file, no RPyC.
+def measure_store(threads: int, window: Window, workdir: Path, run_id: str, database: str = "") -> tuple[Measurement, Audit]:
+    """The store alone: `threads` threads of this process selling through one Store on a fresh database (a SQLite
+    file, or the PostgreSQL URL given), no RPyC.
 
     What the server adds to a sale is the difference between this and the `reserve` row; CPU is this
     process's own (os.times) over the window, so it includes the group commit's hand-offs between threads.
     """
-    name = f"store-{threads}"
+    name = f"store-{'postgresql' if database else 'sqlite'}-{threads}"
     (workdir / name).mkdir()
-    store = Store(str(workdir / name / "tickets.db"), seed_demo=False)
+    db = database or str(workdir / name / "tickets.db")
+    store = Store(db, seed_demo=False)
     try:
         event = store.create_event("Bench Night", "Bench Hall", "2030-01-01T20:00:00-03:00", ((SECTOR, 10000, CAPACITY),))
         logs = [TerminalLog() for _ in range(threads)]
@@ -762,18 +764,23 @@ def measure_store(threads: int, window: Window, workdir: Path, run_id: str) -> t
         counts = next((sector.capacity, sector.available) for sector in store.get_event(event.id).sectors if sector.name == SECTOR)
     finally:
         store.close()
-    system = Product(name, str(workdir / name / "tickets.db"), [], (), "", event.id, codes)
-    return replace(row, load_cpu_us_per_call=None, server_rss_mb=rss_mb(os.getpid())), audit(system, *counts)
+    system = Product(name, db, [], (), "", event.id, codes)
+    backend = "postgresql" if database else "sqlite"
+    return replace(row, load_cpu_us_per_call=None, server_rss_mb=rss_mb(os.getpid()), backend=backend), audit(system, *counts)
 
 
 def run_store(settings: Settings) -> tuple[list[Measurement], list[Audit]]:
+    """Each level on a fresh SQLite file, then on a fresh PostgreSQL database when there is one."""
     rows, audits = [], []
     run_id = secrets.token_hex(4)
-    with tempfile.TemporaryDirectory(prefix="bilheteria-bench-store-") as temp:
-        for threads in settings.levels:
-            row, checked = measure_store(threads, settings.window, Path(temp), run_id)
-            rows.append(row)
-            audits.append(checked)
+    with tempfile.TemporaryDirectory(prefix="bilheteria-bench-store-") as temp, contextlib.ExitStack() as stack:
+        postgres = stack.enter_context(PgCluster()) if settings.postgres else None
+        for backend in ("sqlite", "postgresql") if postgres else ("sqlite",):
+            for threads in settings.levels:
+                database = postgres.create_database(f"store{threads}") if postgres and backend == "postgresql" else ""
+                row, checked = measure_store(threads, settings.window, Path(temp), run_id, database)
+                rows.append(row)
+                audits.append(checked)
     return rows, audits
 
 
