@@ -1,6 +1,6 @@
 """What only the PostgreSQL engine does: live ledger wake-ups, one migration among servers starting together,
-a database that goes away and comes back under a running server, a bad --db URL at start-up, and the demo on
-a throwaway PostgreSQL."""
+a database that goes away and comes back under a running server, a bad --db URL at start-up, the demo on
+a throwaway PostgreSQL, and sales lined up per event."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ADMIN_TOKEN, Cluster, started_postgres
-from procs import ROOT, free_port, start, wait_until
+from procs import ROOT, free_port, start, terminals, wait_until
 
 from client_core import TicketClient, Unavailable
-from database import Store
+from database import SALE_LANES, Store
 from pgcluster import PgCluster
 
 
@@ -154,3 +154,33 @@ def test_demo_on_postgres_sells_and_deletes_its_database_when_stopped(postgres: 
     assert code == 0, demo.output()
     assert "Demo stopped" in demo.output() and "Traceback" not in demo.output()
     assert not directory.exists(), "the throwaway PostgreSQL was left behind"
+
+
+def test_a_sale_stuck_on_one_event_holds_up_no_sale_of_another_event(new_url: Callable[[], str]) -> None:
+    """A server lines up its own sales of one event (lock striping); while another server sits in the middle of
+    a sale of event A, this server's sales of A wait, and its sales of event B still go through."""
+    import psycopg
+
+    url = new_url()
+    with closing(Store(url, seed_demo=False)) as store:
+        stuck, free = (store.create_event(name, "Hall", "2030-01-01T20:00:00-03:00", (("Pista", 100, 10),)) for name in ("A", "B"))
+        assert stuck.id % SALE_LANES != free.id % SALE_LANES
+        sold: list = []
+
+        def buy_stuck(n: int) -> None:
+            sold.append(store.reserve(stuck.id, 1, f"Buyer {n}", f"buyer{n}@example.com", "Pista", confirm=True))
+
+        def waiting_on_a_row_lock(watcher: psycopg.Connection) -> bool:
+            return watcher.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0] >= 1
+
+        with psycopg.connect(url) as elsewhere, psycopg.connect(url, autocommit=True) as watcher:
+            elsewhere.execute("UPDATE sectors SET available = available WHERE event_id = %s", (stuck.id,))
+            with terminals(2, buy_stuck, name="buyer"):
+                wait_until(lambda: waiting_on_a_row_lock(watcher), timeout=10, what="a sale of A waiting on the row lock")
+                other = store.reserve(free.id, 1, "Other", "other@example.com", "Pista", confirm=True)
+                assert other.status == "confirmed"
+                assert sold == [], "the sales of A went through while another server held its sector"
+                elsewhere.commit()
+        assert sorted(reservation.customer for reservation in sold) == ["Buyer 0", "Buyer 1"]
+        assert store.get_event(stuck.id).sector("Pista").available == 8
+        assert store.check_invariants() == []
