@@ -722,7 +722,8 @@ def measure_store(threads: int, window: Window, workdir: Path, run_id: str, data
     process's own (os.times) over the window, so it includes the group commit's hand-offs between threads.
     """
     name = f"store-{'postgresql' if database else 'sqlite'}-{threads}"
-    (workdir / name).mkdir()
+    if not database:
+        (workdir / name).mkdir()
     db = database or str(workdir / name / "tickets.db")
     store = Store(db, seed_demo=False)
     try:

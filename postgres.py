@@ -3,7 +3,8 @@
 Several servers on several hosts share one database, so the database's own row locks are the mutual
 exclusion: each write runs in its own READ COMMITTED transaction on a pooled connection, and the
 conditional `UPDATE ... WHERE available >= ?` waits for a competing writer's row lock, then re-checks the
-row it finds. PostgreSQL's own group commit shares the fsyncs of concurrent commits.
+row it finds. PostgreSQL's own group commit shares the fsyncs of concurrent commits. (The store lines up one
+server's own sales of an event before they get here: `Store._in_lane`.)
 
 What a writer may meet and what it becomes:
 
