@@ -807,6 +807,11 @@ def find(rows: Sequence[Measurement], **where: Any) -> Measurement | None:
     return next((row for row in rows if all(getattr(row, key) == value for key, value in where.items())), None)
 
 
+def cpu_ratio(row: Measurement, noop: Measurement) -> float:
+    """Server CPU per call of `row` as a multiple of the no-op's at the same level."""
+    return (row.server_cpu_us_per_call or 0) / (noop.server_cpu_us_per_call or math.inf)
+
+
 def evaluate_targets(rows: Sequence[Measurement], levels: Sequence[int]) -> list[Target]:
     clients = REFERENCE_CLIENTS if REFERENCE_CLIENTS in levels else max(levels)
     at = f" at {clients} clients"
@@ -820,7 +825,7 @@ def evaluate_targets(rows: Sequence[Measurement], levels: Sequence[int]) -> list
         targets.append(Target("reserve calls/s >= 0.75 x no-op" + at, f"{ratio:.2f} x", ratio >= 0.75))
         targets.append(Target("reserve p99 <= no-op p99" + at, f"{reserve.p99_ms:.1f} ms vs {noop.p99_ms:.1f} ms",
                               reserve.p99_ms <= noop.p99_ms))
-        cpu = (reserve.server_cpu_us_per_call or 0) / (noop.server_cpu_us_per_call or math.inf)
+        cpu = cpu_ratio(reserve, noop)
         targets.append(Target("server CPU per reservation <= 1.5 x per no-op call" + at,
                               f"{reserve.server_cpu_us_per_call:.0f} us vs {noop.server_cpu_us_per_call:.0f} us ({cpu:.1f} x)",
                               cpu <= 1.5))
@@ -828,7 +833,7 @@ def evaluate_targets(rows: Sequence[Measurement], levels: Sequence[int]) -> list
         targets.append(Target("reserve vs no-op" + at, "not measured", None))
     record = find(rows, scenario="levels", kind="noop_record", clients=clients)
     if noop and record and noop.calls and record.calls:
-        cpu = (record.server_cpu_us_per_call or 0) / (noop.server_cpu_us_per_call or math.inf)
+        cpu = cpu_ratio(record, noop)
         targets.append(Target("for reference, the record reply alone: a no-op returning a reservation record" + at,
                               f"{record.calls_per_s / noop.calls_per_s:.2f} x calls/s, {cpu:.1f} x CPU", None))
     if alone and crowded and alone.calls and crowded.calls:
