@@ -43,14 +43,11 @@ from client_core import (
     Unavailable,
     parse_address,
 )
-from dashboard import Dashboard
-from launcher import LaunchError, LocalCluster
-from menu import Menu, PromptConsole
+from net.tls import TLSConfigError, TLSFiles, client_context, server_context
 from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
-from swarm import SwarmPlan, run_swarm
-from tls import TLSConfigError, TLSFiles, client_context, server_context
-from tour import run_tour
-from views import (
+from terminal.dashboard import Dashboard
+from terminal.menu import Menu, PromptConsole
+from terminal.views import (
     REPORT_CSV_COLUMNS,
     TOKEN_ENV,
     error_document,
@@ -74,7 +71,10 @@ from views import (
     ticket_view,
     waitlist_entry_view,
 )
-from watch import EventWatch
+from terminal.watch import EventWatch
+from tools.launcher import LaunchError, LocalCluster
+from tools.swarm import SwarmPlan, run_swarm
+from tools.tour import run_tour
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -494,7 +494,7 @@ def check_demo_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def run_demo_on_postgres(args: argparse.Namespace, out: Console, err: Console) -> int:
     """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
     The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
-    from pgcluster import PgCluster, PostgresUnavailable
+    from tools.pgcluster import PgCluster, PostgresUnavailable
 
     try:
         with out.status("Starting a throwaway PostgreSQL…"):

@@ -45,6 +45,8 @@ from errors import (
     Unavailable,
 )
 from name_server import exchange
+from net.tls import TLSRefused, looks_like_tls, optional_client_context, plain_text_refused
+from net.tls import connect as tls_connect
 from records import (
     AvailabilityUpdate,
     Event,
@@ -59,8 +61,6 @@ from records import (
     format_money,
     from_wire,
 )
-from tls import TLSRefused, looks_like_tls, optional_client_context, plain_text_refused
-from tls import connect as tls_connect
 
 __all__ = [
     "AvailabilityUpdate",

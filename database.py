@@ -524,7 +524,7 @@ def _as_unavailable(exc: BaseException, driver_errors: tuple[type[Exception], ..
 def open_engine(location: str, busy_timeout_ms: int = 10_000) -> Engine:
     """A `postgresql://` URL selects PostgreSQL (psycopg is imported only then); anything else is a SQLite file."""
     if location.startswith(("postgresql://", "postgres://")):
-        from postgres import PostgresEngine
+        from storage.postgres import PostgresEngine
 
         return PostgresEngine(location)
     return SqliteEngine(location, busy_timeout_ms)

@@ -38,7 +38,7 @@ from typing import Self
 
 from rpyc.core import brine
 
-import tls
+from net import tls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18811

@@ -40,13 +40,13 @@ from rpyc.core.stream import SocketStream
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.server import ThreadedServer
 
-import tls
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS, SectorSpec, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
-from live import LiveFeed
-from mailer import Mailer, SmtpSettings, add_mail_arguments
 from name_server import exchange
+from net import tls
 from records import ServerStatus, to_wire
+from service.live import LiveFeed
+from service.mailer import Mailer, SmtpSettings, add_mail_arguments
 
 VERSION = "0.1.0"
 SERVICE_NAME = "TICKETS"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from procs import Process, free_port, start
 
-from pgcluster import PgCluster, PostgresUnavailable
+from tools.pgcluster import PgCluster, PostgresUnavailable
 
 ADMIN_TOKEN = "test-admin-token"
 BACKENDS = ("sqlite", "postgresql")

@@ -16,7 +16,7 @@ TIMEOUT_SECONDS = 120
 def run_quick_bench(json_path: Path) -> subprocess.CompletedProcess:
     """Run it as CI does; on a timeout interrupt it (so it stops its servers) before failing."""
     process = subprocess.Popen(
-        [sys.executable, "bench.py", "--quick", "--json", str(json_path)],
+        [sys.executable, "-m", "tools.bench", "--quick", "--json", str(json_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
     )
     try:
@@ -56,7 +56,7 @@ def test_store_alone_mode_sells_correctly(tmp_path: Path) -> None:
     """`--store` measures the store without RPyC; its own audit must hold just the same."""
     json_path = tmp_path / "store.json"
     finished = subprocess.run(
-        [sys.executable, "bench.py", "--store", "--quick", "--json", str(json_path)],
+        [sys.executable, "-m", "tools.bench", "--store", "--quick", "--json", str(json_path)],
         check=False, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         timeout=TIMEOUT_SECONDS,
     )

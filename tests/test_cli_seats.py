@@ -24,11 +24,11 @@ from test_cli import CLEAN_ENV, CODE
 
 from cli import main
 from client_core import TicketClient
-from menu import PromptConsole
 from records import AvailabilityUpdate, Event, SeatMap, Sector
 from seating import label
-from views import hold_clock, seat_map_document, seat_map_view
-from watch import EventWatch
+from terminal.menu import PromptConsole
+from terminal.views import hold_clock, seat_map_document, seat_map_view
+from terminal.watch import EventWatch
 
 ROW_LINE = re.compile(r"^([A-Z]) (.*) \1\r?$")
 GLYPHS = {"○": "free", "◐": "held", "●": "sold", "◉": "yours"}

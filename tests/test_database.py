@@ -321,7 +321,7 @@ def test_migrates_a_version_1_database(new_database: Callable[[], str]) -> None:
     with raw_database(path) as old:
         schema = database.MIGRATIONS[0]
         if path.startswith("postgresql://"):
-            from postgres import translate_ddl
+            from storage.postgres import translate_ddl
 
             schema = translate_ddl(schema)
         for statement in schema.split(";"):

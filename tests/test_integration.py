@@ -98,7 +98,7 @@ def query(db: str, sql: str, parameters: tuple = ()) -> list[tuple]:
     if db.startswith("postgresql://"):
         import psycopg
 
-        from postgres import translate
+        from storage.postgres import translate
 
         with psycopg.connect(db) as connection:
             connection.read_only = True

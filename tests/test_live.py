@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the p
 
 from client_core import AvailabilityUpdate, InvalidRequest, NotFound, TicketClient
 from database import Store
-from live import HOLE_SECONDS, LedgerCursor
 from records import LedgerEntry
+from service.live import HOLE_SECONDS, LedgerCursor
 
 LOCAL = "127.0.0.1"
 SECTOR = "Geral"

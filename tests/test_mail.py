@@ -32,8 +32,8 @@ from procs import free_port, wait_until
 
 from client_core import TicketClient
 from database import Store
-from mailer import Mailer, SmtpSettings, add_mail_arguments
 from records import OutboxMessage
+from service.mailer import Mailer, SmtpSettings, add_mail_arguments
 
 LOCAL = "127.0.0.1"
 VIP = "VIP"  # event 1 of the demo catalogue: VIP costs R$ 680,00, Pista R$ 250,00

@@ -26,7 +26,7 @@ from procs import ROOT, Process, wait_until
 
 from client_core import NameServerClient, TicketClient
 from database import Store
-from pgcluster import PgCluster, PostgresUnavailable
+from tools.pgcluster import PgCluster, PostgresUnavailable
 
 SUBNET = "10.213.77"
 HOSTS = {"db": 2, "ns": 3, "s1": 11, "s2": 12, "c1": 21, "c2": 22}

@@ -13,7 +13,7 @@ from conftest import ADMIN_TOKEN
 from procs import free_port, start
 
 from client_core import NameServerClient, TicketClient, parse_address
-from launcher import LocalCluster, stop_child
+from tools.launcher import LocalCluster, stop_child
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from procs import ROOT, free_port, start, terminals, wait_until
 
 from client_core import TicketClient, Unavailable
 from database import SALE_LANES, Store
-from pgcluster import PgCluster
+from tools.pgcluster import PgCluster
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import threading
 from conftest import ADMIN_TOKEN
 
 from client_core import Event, TicketClient
-from swarm import SwarmPlan, run_swarm
+from tools.swarm import SwarmPlan, run_swarm
 
 
 def plan_for(cluster, event_id: int, **changes: object) -> SwarmPlan:

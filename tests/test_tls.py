@@ -19,9 +19,9 @@ from conftest import ADMIN_TOKEN
 from procs import ROOT, start
 
 from client_core import NameServerClient, TicketClient, Unavailable
-from launcher import LocalCluster
 from name_server import NameServer
-from tls import TLSFiles, client_context, server_context
+from net.tls import TLSFiles, client_context, server_context
+from tools.launcher import LocalCluster
 
 FAST = 1.5
 """A mismatch is a configuration error: the terminal says so at once instead of retrying until its deadline."""

@@ -42,7 +42,7 @@ from client_core import (
     WaitlistEntry,
     is_server_failure,
 )
-from launcher import LaunchError, LocalCluster, choose_port, stop_child
+from tools.launcher import LaunchError, LocalCluster, choose_port, stop_child
 
 ADMIN_TOKEN = "tour-admin-token"
 SERVERS = 3

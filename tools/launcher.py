@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Self
 
 from client_core import NameServerClient, parse_address
-from tls import TLSFiles, optional_client_context
+from net.tls import TLSFiles, optional_client_context
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent
 READY_SECONDS = 20.0
 STOP_GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.05

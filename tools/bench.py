@@ -59,11 +59,11 @@ from rpyc.utils.server import ThreadedServer
 
 from client_core import CLIENT_CONFIG
 from database import MAX_CAPACITY, Store, iso
-from pgcluster import PgCluster, find_binaries
 from records import Reservation, to_wire
 from server import PROTOCOL_CONFIG
+from tools.pgcluster import PgCluster, find_binaries
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_READY = "Ticket server listening on"
 NOOP_READY = "No-op server listening on"
 WARMUP_SECONDS = 0.3
@@ -569,7 +569,7 @@ def product(name: str, replicas: int, workdir: Path, log_level: str | None, data
 
 @contextlib.contextmanager
 def noop_server(workdir: Path) -> Iterator[tuple[Child, str]]:
-    child, address = start_child("noop-server", [str(Path(__file__).name), "--serve-noop", "0"], NOOP_READY, workdir)
+    child, address = start_child("noop-server", ["-m", "tools.bench", "--serve-noop", "0"], NOOP_READY, workdir)
     try:
         yield child, address
     finally:

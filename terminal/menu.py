@@ -29,10 +29,10 @@ from rich.table import Table
 from rich.text import Text, TextType
 
 from client_core import BreakerListener, Event, Forbidden, LedgerEntry, ReservationError, SoldOut, TicketClient, Unavailable
-from dashboard import breakers_text
 from records import Reservation, Sector, WaitlistEntry
 from seating import SeatError, parse_selection
-from views import (
+from terminal.dashboard import breakers_text
+from terminal.views import (
     TOKEN_ENV,
     events_table,
     format_time,

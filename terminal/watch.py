@@ -21,9 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from client_core import Event, InvalidRequest, Sector, TicketClient
-from dashboard import bar_cells
 from records import AvailabilityUpdate, SeatMap
-from views import plural, seat_map_view
+from terminal.dashboard import bar_cells
+from terminal.views import plural, seat_map_view
 
 BAR_WIDTH = 20
 

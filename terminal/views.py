@@ -36,9 +36,9 @@ from client_core import (
     Unavailable,
     format_money,
 )
-from dashboard import breakers_text
 from records import SeatMap, WaitlistEntry
-from swarm import SwarmReport
+from terminal.dashboard import breakers_text
+from tools.swarm import SwarmReport
 
 STATUS_STYLES = {
     "on_sale": "green",

@@ -1,0 +1,1 @@
+"""The inventory's parts behind database.py: the engines (SQLite, PostgreSQL), the schema and the transactions."""
