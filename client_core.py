@@ -44,7 +44,7 @@ from errors import (
     SoldOut,
     Unavailable,
 )
-from name_server import exchange
+from net.registry_protocol import SERVICE_NAME, Address, exchange, parse_address, show
 from net.tls import TLSRefused, looks_like_tls, optional_client_context, plain_text_refused
 from net.tls import connect as tls_connect
 from records import (
@@ -94,7 +94,6 @@ __all__ = [
 
 log = logging.getLogger("bilheteria.client")
 
-SERVICE_NAME = "TICKETS"
 DEFAULT_NAME_SERVERS = ("127.0.0.1:18811",)
 CLIENT_CONFIG = {
     "allow_public_attrs": False,
@@ -103,19 +102,7 @@ CLIENT_CONFIG = {
     "instantiate_custom_exceptions": False,
     "include_local_traceback": False,
 }
-Address = tuple[str, int]
 T = TypeVar("T")
-
-
-def parse_address(text: str) -> Address:
-    host, _, port = text.strip().rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def show(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"
 
 
 @dataclass(frozen=True)
@@ -297,7 +284,7 @@ class NameServerClient:
 
     @classmethod
     def query(cls, address: Address, timeout: float, tls_context: ssl.SSLContext | None = None) -> tuple[Address, ...]:
-        """One QUERY in RPyC's registry protocol (name_server.exchange); anything but a list of (host, port) is an error."""
+        """One QUERY in RPyC's registry protocol (net.registry_protocol.exchange); anything but a list of (host, port) is an error."""
         servers = exchange(address, ("RPYC", "QUERY", (SERVICE_NAME,)), timeout, tls_context)
         if type(servers) is not tuple or not all(
             type(entry) is tuple and len(entry) == 2 and type(entry[0]) is str and type(entry[1]) is int for entry in servers

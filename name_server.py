@@ -12,8 +12,8 @@ Registrations are soft state: an entry not refreshed within `ttl` seconds is gon
 servers re-register every couple of seconds; a restarted name server is complete again after one heartbeat.
 
 With a certificate and key it speaks only TLS, handshaking without blocking the loop (a client that stalls in
-its handshake meets the same deadline as one that stalls in its request). `exchange` is the client side of the
-protocol, over plain TCP or TLS, used by the ticket servers to register and by the terminals to discover.
+its handshake meets the same deadline as one that stalls in its request). The protocol itself (requests, `exchange`)
+is in net/registry_protocol.py, shared with the ticket servers and the terminals.
 
     python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6] [--certfile CERT --keyfile KEY]
     (or BILHETERIA_NS_HOST / _NS_PORT / _NS_TTL / _NS_CERTFILE / _NS_KEYFILE; flags win over the environment)
@@ -28,7 +28,6 @@ import selectors
 import signal
 import socket
 import ssl
-import struct
 import sys
 import threading
 import time
@@ -39,16 +38,14 @@ from typing import Self
 from rpyc.core import brine
 
 from net import tls
+from net.registry_protocol import Address, BadRequest, decode_request
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18811
 DEFAULT_TTL = 6.0
-MAX_NAME = 64
-MAX_ALIASES = 16
 
 log = logging.getLogger("name_server")
 
-Address = tuple[str, int]
 
 
 class Registry:
@@ -99,56 +96,6 @@ class Registry:
                 del self._servers[name]
 
 
-class BadRequest(ValueError):
-    """The bytes can never become a valid request; the connection is dropped without an answer."""
-
-
-_COMMANDS = ("QUERY", "REGISTER", "UNREGISTER", "LIST")
-# Every valid request starts with one of these exact bytes, so garbage is recognised from its first byte.
-_HEADERS = tuple(brine.TAG_TUP3 + brine.dump("RPYC") + brine.dump(command) for command in _COMMANDS)
-
-
-def _is_name(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_NAME
-
-
-def _is_port(value: object) -> bool:
-    return type(value) is int and 0 < value <= 65535
-
-
-def decode_request(data: bytes) -> tuple[str, tuple] | None:
-    """(COMMAND, args) once `data` holds exactly one valid request; None while it may still become one.
-
-    brine is not self-delimiting and silently short-reads, so half a request can load as a different, shorter
-    value; a request counts as complete only when re-encoding it gives back exactly the bytes received.
-    """
-    if tls.looks_like_tls(data):
-        raise BadRequest("a TLS handshake, but this name server speaks plain text (TLS needs --certfile and --keyfile)")
-    if not any(data.startswith(h) or h.startswith(data) for h in _HEADERS):
-        raise BadRequest("not an RPyC registry request")
-    try:
-        message = brine.load(data)
-        encoded = brine.dump(message)
-    except (TypeError, ValueError, struct.error, RecursionError):  # truncated so far: the deadline and cap bound the wait
-        return None
-    if encoded != data:
-        if data.startswith(encoded):
-            raise BadRequest("bytes after the request")
-        return None
-    _, command, args = message
-    if command == "QUERY" and len(args) == 1 and _is_name(args[0]):
-        return command, (args[0].upper(),)
-    if command == "REGISTER" and len(args) == 2:
-        aliases, port = args
-        if type(aliases) is tuple and 0 < len(aliases) <= MAX_ALIASES and all(map(_is_name, aliases)) and _is_port(port):
-            return command, (tuple(a.upper() for a in aliases), port)
-    if command == "UNREGISTER" and len(args) == 1 and _is_port(args[0]):
-        return command, args
-    if command == "LIST" and len(args) == 1 and type(args[0]) is tuple and len(args[0]) == 1:
-        host = args[0][0]
-        if host is None or (isinstance(host, str) and len(host) <= 255):
-            return command, (host or None,)  # like stock RPyC: an empty filter lists everything
-    raise BadRequest(f"malformed {command} arguments")
 
 
 @dataclass(eq=False)
@@ -400,36 +347,6 @@ class NameServer:
         log.info("stopped")
 
 
-MAX_REPLY_BYTES = 65536
-
-
-def exchange(address: Address, request: tuple, timeout: float, tls_context: ssl.SSLContext | None = None) -> object:
-    """One request of the registry protocol as a client: connect (and handshake), send, read the answer until the
-    name server closes, decode it; all within `timeout`. Anything late, short or malformed raises (`OSError` or
-    `ValueError`), so a failure is never mistaken for an empty answer."""
-    deadline = time.monotonic() + timeout
-    with tls.connect(address, timeout, tls_context) as sock:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        sock.sendall(brine.dump(request))
-        reply = b""
-        while len(reply) <= MAX_REPLY_BYTES:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    if tls.looks_like_tls(reply):
-        raise tls.plain_text_refused()
-    if not reply:
-        raise ValueError("closed without an answer")
-    try:
-        answer = brine.load(reply)
-        complete = brine.dump(answer) == reply
-    except Exception as exc:  # noqa: BLE001 - brine raises whatever its parser hits on bad bytes
-        raise ValueError(f"garbled answer ({type(exc).__name__})") from None
-    if not complete:
-        raise ValueError("truncated or padded answer")
-    return answer
 
 
 def _setting(flag: str, env: str, default: str, convert: Callable[[str], object], what: str) -> dict:

@@ -42,14 +42,13 @@ from rpyc.utils.server import ThreadedServer
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS, SectorSpec, Store
 from errors import BoxOfficeError, Forbidden, InvalidRequest, NotFound, ReservationError, SoldOut, Unavailable
-from name_server import exchange
 from net import tls
+from net.registry_protocol import SERVICE_NAME, exchange, parse_address
 from records import ServerStatus, to_wire
 from service.live import LiveFeed
 from service.mailer import Mailer, SmtpSettings, add_mail_arguments
 
 VERSION = "0.1.0"
-SERVICE_NAME = "TICKETS"
 HEARTBEAT_SECONDS = 2.0
 ACTIVITY_SECONDS = 10.0
 MAX_WIRE_TEXT = 1000
@@ -670,10 +669,10 @@ class Registrar:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def host_ports(text: str) -> list[tuple[str, int]]:

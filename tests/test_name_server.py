@@ -14,7 +14,8 @@ from procs import free_port, start, wait_until
 from rpyc.core import brine
 from rpyc.utils.registry import TCPRegistryClient
 
-from name_server import BadRequest, NameServer, Registry, decode_request
+from name_server import NameServer, Registry
+from net.registry_protocol import BadRequest, decode_request
 
 READY = "Name server listening on"
 LOCAL = "127.0.0.1"
