@@ -32,7 +32,6 @@ class Engine(Protocol):
     backend: str
     serial_writes: bool
     """True when writers take turns (SQLite), so a read inside a write sees everything committed before it."""
-    errors: tuple[type[Exception], ...]
 
     def reader(self) -> AbstractContextManager[Connection]: ...
 

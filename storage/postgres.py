@@ -249,7 +249,6 @@ class PostgresEngine:
 
     backend = "postgresql"
     serial_writes = False
-    errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url

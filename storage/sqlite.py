@@ -46,7 +46,6 @@ class SqliteEngine:
 
     backend = "sqlite"
     serial_writes = True
-    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
     LEDGER_POLL_SECONDS = 0.1
     """How often a follower looks for other processes' commits; this process's own commits wake it at once."""
 
@@ -195,7 +194,7 @@ class SqliteEngine:
                     job.result = job.op(connection)
                 except Exception as exc:  # noqa: BLE001 - whatever went wrong, only this request's savepoint is undone
                     connection.execute("ROLLBACK TO request")
-                    job.error = exc if isinstance(exc, ReservationError) else _as_unavailable(exc, self.errors)
+                    job.error = exc if isinstance(exc, ReservationError) else _as_unavailable(exc)
                 connection.execute("RELEASE request")
             connection.execute("COMMIT")
             committed = True
@@ -258,9 +257,9 @@ class SqliteEngine:
             self._all_connections.clear()
 
 
-def _as_unavailable(exc: BaseException, driver_errors: tuple[type[Exception], ...]) -> BaseException:
+def _as_unavailable(exc: BaseException) -> BaseException:
     """A driver error inside a write is the system failing, not the user asking for the impossible."""
-    if isinstance(exc, driver_errors):
+    if isinstance(exc, sqlite3.Error):
         return Unavailable(f"database error: {exc}")
     log.exception("unexpected error inside a write", exc_info=exc)
     return exc
