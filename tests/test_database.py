@@ -535,3 +535,10 @@ def test_group_commit_answers_every_caller_even_when_closed_under_load(new_datab
     finally:
         reopened.close()
 
+
+
+@pytest.mark.parametrize("where", ["missing-directory/tickets.db", "not-a-database.db"])
+def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path, where: str) -> None:
+    (tmp_path / "not-a-database.db").write_bytes(b"this is no SQLite file, only text long enough to be read as a header" * 4)
+    with pytest.raises(Unavailable, match="database error"):
+        Store(tmp_path / where)
