@@ -46,7 +46,7 @@ __all__ = [
     "SALE_LANES", "Connection", "Engine", "SectorSpec", "Store", "iso", "open_engine",
 ]
 
-log = logging.getLogger("bilheteria.storage.store")
+log = logging.getLogger("bilheteria.storage.database")
 
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_PER_ORDER = 10
