@@ -10,7 +10,6 @@ before anyone else can buy them. Each function runs inside the caller's transact
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,8 +20,6 @@ from records import ACTIVE, RESERVATION_LIFECYCLE, WAITLIST_LIFECYCLE, Reservati
 from storage import ledger, outbox
 from storage.engine import Connection
 from storage.rows import RESERVATION_COLUMNS, ReservationRow, SaleSector, SectorForSale, WaitingRow, every, iso, one
-
-log = logging.getLogger("bilheteria.storage.sales")
 
 CATEGORIES = {"full": (1, 1), "half": (1, 2)}
 """Price category -> (numerator, denominator) of the sector price; half rounds up to the cent."""
