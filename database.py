@@ -43,7 +43,7 @@ from storage.validate import (
 
 __all__ = [
     "DEFAULT_HOLD_SECONDS", "DEFAULT_MAX_PER_ORDER", "DEFAULT_OFFER_SECONDS", "MAX_CAPACITY", "MAX_PRICE_CENTS", "MIGRATIONS",
-    "SALE_LANES", "Connection", "Engine", "SectorSpec", "Store", "iso", "open_engine",
+    "SALE_LANES", "SectorSpec", "Store", "iso",
 ]
 
 log = logging.getLogger("bilheteria.storage.database")
