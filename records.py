@@ -8,9 +8,58 @@ the one reply message, while any other object would travel as a proxy costing a 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from enum import StrEnum
+from typing import Any, NamedTuple, TypeVar
 
 WirePairs = tuple[tuple[str, Any], ...]
+
+
+class ReservationStatus(StrEnum):
+    """Where a reservation stands; the values are what the database and the wire carry."""
+
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class WaitlistStatus(StrEnum):
+    """Where a place in a waitlist stands; the values are what the database and the wire carry."""
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    LAPSED = "lapsed"
+    LEFT = "left"
+
+
+class Transition(NamedTuple):
+    """An action moves a row from one of `sources` (none: the row is new) to `target`."""
+
+    sources: tuple[str, ...]
+    target: str
+
+
+ACTIVE = (ReservationStatus.HELD.value, ReservationStatus.CONFIRMED.value)
+"""The statuses whose tickets (and seats) are taken from the sector."""
+
+RESERVATION_LIFECYCLE: dict[str, Transition] = {
+    "hold": Transition((), ReservationStatus.HELD.value),
+    "sell": Transition((), ReservationStatus.CONFIRMED.value),
+    "confirm": Transition((ReservationStatus.HELD.value,), ReservationStatus.CONFIRMED.value),
+    "cancel": Transition(ACTIVE, ReservationStatus.CANCELLED.value),
+    "expire": Transition((ReservationStatus.HELD.value,), ReservationStatus.EXPIRED.value),
+}
+"""Every way a reservation's status changes, by the ledger action that records it: the one table the store consults."""
+
+WAITLIST_LIFECYCLE: dict[str, Transition] = {
+    "join": Transition((), WaitlistStatus.WAITING.value),
+    "offer": Transition((WaitlistStatus.WAITING.value,), WaitlistStatus.OFFERED.value),
+    "accept": Transition((WaitlistStatus.OFFERED.value,), WaitlistStatus.ACCEPTED.value),
+    "lapse": Transition((WaitlistStatus.OFFERED.value,), WaitlistStatus.LAPSED.value),
+    "leave": Transition((WaitlistStatus.WAITING.value, WaitlistStatus.OFFERED.value), WaitlistStatus.LEFT.value),
+}
+"""Every way a waitlist entry's status changes, by action (an accepted offer is recorded as its reservation's confirm)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +206,11 @@ class SectorReport:
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """A mail waiting in (or gone from) the outbox; `id` travels in its headers so a duplicate is recognisable."""
+    """A mail waiting in (or gone from) the outbox; `id` travels in its headers so a duplicate is recognisable.
+
+    `facts` is the JSON of what the letter says, frozen when the change was made; the mailer words it
+    (service/letters.py). A row written before the facts were kept carries its `subject` and `body` instead.
+    """
 
     id: int
     kind: str
@@ -167,6 +220,7 @@ class OutboxMessage:
     code: str | None
     attempts: int
     status: str
+    facts: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,14 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import TYPE_CHECKING, Any
 
+from backoff import Backoff
 from errors import Unavailable
+from service import letters
 
 if TYPE_CHECKING:
     from records import OutboxMessage
 
-log = logging.getLogger("bilheteria.mailer")
+log = logging.getLogger("bilheteria.service.mailer")
 
 DEFAULT_MAIL_FROM = "bilheteria@localhost"
 DEFAULT_POLL_SECONDS = 1.0
@@ -44,6 +46,9 @@ DEFAULT_LEASE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 300.0
 MAX_LOOP_BACKOFF_SECONDS = 60.0
 MAX_ERROR_TEXT = 500
+MAX_LOOP_BACKOFF_DOUBLINGS = 10
+MESSAGE_BACKOFF = Backoff(base=1.0, ceiling=MAX_BACKOFF_SECONDS, low=1.0, high=1.25)
+"""1, 2, 4 ... 300 s between tries of one message, plus up to a quarter more so replicas do not retry in step."""
 
 Env = Callable[[str, str | None], str | None]
 
@@ -125,19 +130,21 @@ def add_mail_arguments(parser: argparse.ArgumentParser, env: Env) -> None:
 
 
 def compose(message: OutboxMessage, mail_from: str) -> EmailMessage:
-    """The email for one outbox row. Its ids let a reader spot the one duplicate a crash can cause.
+    """The email for one outbox row, worded by service/letters.py. Its ids let a reader spot the one duplicate a
+    crash can cause.
 
     Raises ValueError for a header that would break the message (a line break in the subject, say).
     """
+    letter = letters.compose(message)
     email = EmailMessage()
     email["From"] = mail_from
     email["To"] = message.recipient
-    email["Subject"] = message.subject
+    email["Subject"] = letter.subject
     email["Date"] = formatdate(localtime=True)
     email["Message-ID"] = f"<outbox-{message.id}@bilheteria>"
     email["X-Bilheteria-Outbox-Id"] = str(message.id)
     # Quoted-printable keeps the body 7-bit, so any SMTP server carries accents and "R$" unchanged.
-    email.set_content(message.body, subtype="plain", charset="utf-8", cte="quoted-printable")
+    email.set_content(letter.body, subtype="plain", charset="utf-8", cte="quoted-printable")
     return email
 
 
@@ -194,8 +201,7 @@ class Mailer:
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try of a message that has failed `attempts` times before this failure:
         1, 2, 4 ... up to 300, plus up to a quarter more at random so replicas do not retry in step."""
-        base = min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 30))
-        return base + self._rng.uniform(0, base / 4)
+        return MESSAGE_BACKOFF.delay(attempts, self._rng)
 
     # -- one round ------------------------------------------------------------------------------------
 
@@ -218,8 +224,9 @@ class Mailer:
 
     def _log_all(self, messages: Sequence[OutboxMessage]) -> int:
         for message in messages:
-            log.info("mail to %s: %s [outbox %d]", message.recipient, message.subject, message.id)
-            log.debug("outbox %d body:\n%s", message.id, message.body)
+            letter = letters.compose(message)
+            log.info("mail to %s: %s [outbox %d]", message.recipient, letter.subject, message.id)
+            log.debug("outbox %d body:\n%s", message.id, letter.body)
         self.store.mark_logged([message.id for message in messages], self.worker)
         return len(messages)
 
@@ -302,13 +309,14 @@ class Mailer:
         self._thread.start()
 
     def _run(self) -> None:
+        pauses = Backoff(base=min(self.poll_seconds, MAX_LOOP_BACKOFF_SECONDS), ceiling=MAX_LOOP_BACKOFF_SECONDS)
         failures = 0
         while not self._stopping.is_set():
             try:
                 self.deliver_once()
             except Exception as exc:  # the thread outlives any round; the next one starts after a pause
                 failures += 1
-                pause = min(MAX_LOOP_BACKOFF_SECONDS, self.poll_seconds * 2**min(failures, 10))
+                pause = pauses.step(min(failures, MAX_LOOP_BACKOFF_DOUBLINGS))
                 if isinstance(exc, Unavailable):  # the database is away: expected, and worth one line, not a traceback
                     log.warning("outbox delivery round failed (%d in a row): %s; next round in %.1f s", failures, exc, pause)
                 else:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import re
 import threading
 import time
@@ -36,9 +35,10 @@ from psycopg import errors as pg_errors
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 
+from backoff import Backoff
 from errors import Unavailable
 
-log = logging.getLogger("bilheteria.postgres")
+log = logging.getLogger("bilheteria.storage.postgres")
 
 T = TypeVar("T")
 
@@ -47,6 +47,10 @@ CONNECT_SECONDS = 5.0
 WAIT_FOR_CONNECTION_SECONDS = 10.0
 WRITE_ATTEMPTS = 8
 LEDGER_CHANNEL = "bilheteria_ledger"
+CONFLICT_BACKOFF = Backoff(base=0.01, ceiling=1.0)
+"""Full jitter over 10 ms, 20 ms, 40 ms ... between runs of a write that met a conflicting one."""
+LISTENER_BACKOFF = Backoff(base=0.1, ceiling=2.0, low=1.0, high=1.0)
+"""0.1 s, 0.2 s ... 2 s between the ledger listener's reconnections."""
 MIGRATION_LOCK = 0x62696C68
 """The advisory lock key ("bilh") that makes servers starting together migrate one at a time."""
 
@@ -213,21 +217,21 @@ class _LedgerListener:
             self._grew.wait_for(lambda: self._generation != seen, timeout)
 
     def _listen(self) -> None:
-        backoff = 0.1
+        failures = 0
         while not self._stopping.is_set():
             try:
                 with self._connect() as connection:
                     connection.autocommit = True
                     connection.execute(f"LISTEN {LEDGER_CHANNEL}")
-                    backoff = 0.1
+                    failures = 0
                     self._woken()  # anything committed while we were not listening is read by the woken followers
                     while not self._stopping.is_set():
                         if any(True for _ in connection.notifies(timeout=0.5, stop_after=1)):
                             self._woken()
             except psycopg.Error as exc:
                 log.warning("ledger listener lost its connection (%s); retrying", exc)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._stopping.wait(LISTENER_BACKOFF.step(failures))
+                failures += 1
 
     def _woken(self) -> None:
         with self._grew:
@@ -245,7 +249,6 @@ class PostgresEngine:
 
     backend = "postgresql"
     serial_writes = False
-    errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
@@ -263,6 +266,8 @@ class PostgresEngine:
         except psycopg.Error as exc:
             raise DatabaseUnreachable(f"cannot connect to {self.name}: {_first_line(exc)}") from None
         self._listener = _LedgerListener(self._connect)
+        self._closing = threading.Event()
+        """Set by close, so a write waiting to run again after a conflict stops waiting."""
 
     def _connect(self) -> psycopg.Connection:
         connection = psycopg.connect(**self._settings)
@@ -314,7 +319,8 @@ class PostgresEngine:
                 raise Unavailable(f"database error: {_first_line(exc)}") from exc
             finally:
                 self._pool.give(connection)
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            if self._closing.wait(CONFLICT_BACKOFF.delay(attempt - 1)):
+                raise Unavailable("the store is closed")
         raise AssertionError("unreachable")
 
     def migrate(self, migrations: Sequence[str], seed: Callable[[_Connection], None]) -> None:
@@ -352,6 +358,7 @@ class PostgresEngine:
         self._listener.wait(timeout)
 
     def close(self) -> None:
+        self._closing.set()
         self._listener.stop()
         self._pool.close()
 

@@ -21,6 +21,7 @@ from procs import terminals, wait_until
 import database
 from database import Store
 from errors import EventClosed, HoldExpired, InvalidRequest, NotFound, SoldOut, Unavailable
+from storage.sales import new_code
 
 
 class FakeClock:
@@ -342,7 +343,7 @@ def test_migrates_a_version_1_database(new_database: Callable[[], str]) -> None:
         set_schema_version(old, path, 1)
     store = Store(path)
     try:
-        assert schema_version(path) == database.SCHEMA_VERSION
+        assert schema_version(path) == len(database.MIGRATIONS)
         with raw_database(path) as check:
             assert check.execute("SELECT currency FROM events WHERE id = 7").fetchone()[0] == "BRL"
         assert [e.id for e in store.list_events()] == [7], "an old database is not re-seeded"
@@ -359,13 +360,13 @@ def test_migrates_a_version_1_database(new_database: Callable[[], str]) -> None:
 def test_refuses_a_database_from_the_future(new_database: Callable[[], str]) -> None:
     path = new_database()
     with raw_database(path) as future:
-        set_schema_version(future, path, database.SCHEMA_VERSION + 1)
+        set_schema_version(future, path, len(database.MIGRATIONS) + 1)
     with pytest.raises(RuntimeError, match="newer than this program"):
         Store(path)
 
 
 def test_codes_are_readable_aloud() -> None:
-    codes = {database.new_code() for _ in range(2000)}
+    codes = {new_code() for _ in range(2000)}
     assert len(codes) > 1990
     for code in codes:
         assert len(code) == 7 and code[3] == "-"
@@ -534,3 +535,10 @@ def test_group_commit_answers_every_caller_even_when_closed_under_load(new_datab
     finally:
         reopened.close()
 
+
+
+@pytest.mark.parametrize("where", ["missing-directory/tickets.db", "not-a-database.db"])
+def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path, where: str) -> None:
+    (tmp_path / "not-a-database.db").write_bytes(b"this is no SQLite file, only text long enough to be read as a header" * 4)
+    with pytest.raises(Unavailable, match="database error"):
+        Store(tmp_path / where)

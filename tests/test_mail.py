@@ -33,6 +33,7 @@ from procs import free_port, wait_until
 from client_core import TicketClient
 from database import Store
 from records import OutboxMessage
+from service import letters
 from service.mailer import Mailer, SmtpSettings, add_mail_arguments
 
 LOCAL = "127.0.0.1"
@@ -267,14 +268,14 @@ def test_without_smtp_each_message_is_logged_and_marked_logged(tmp_path: Path, c
     store = Store(tmp_path / "t.db")
     try:
         [code] = sell(store, 1, sector=VIP)
-        caplog.set_level(logging.DEBUG, logger="bilheteria.mailer")
+        caplog.set_level(logging.DEBUG, logger="bilheteria.service.mailer")
         assert Mailer(store, None, worker="w1").deliver_once() == 1
 
         [row] = store.outbox()
         assert row.status == "logged"
-        info = [r.getMessage() for r in caplog.records if r.name == "bilheteria.mailer" and r.levelno == logging.INFO]
-        assert info == [f"mail to cliente0@example.com: {row.subject} [outbox {row.id}]"]
-        assert code in row.subject
+        info = [r.getMessage() for r in caplog.records if r.name == "bilheteria.service.mailer" and r.levelno == logging.INFO]
+        assert info == [f"mail to cliente0@example.com: {letters.compose(row).subject} [outbox {row.id}]"]
+        assert code in letters.compose(row).subject
         debug = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
         assert "Total: R$ 680,00" in debug
         assert Mailer(store, None, worker="w1").deliver_once() == 0, "a logged message is done"
@@ -428,7 +429,7 @@ def test_without_smtp_mail_goes_to_the_log_and_no_secret_does(cluster_factory) -
         [row] = wait_until(lambda: [r for r in rows_of(store, sale.code) if r.status == "logged"], timeout=10, what="the mail logged")
     [server] = cluster.servers.values()
     line = wait_until(lambda: next((x for x in server.output().splitlines() if f"[outbox {row.id}]" in x), None), what="the log line")
-    assert f"mail to eva@example.com: {row.subject} [outbox {row.id}]" in line
+    assert f"mail to eva@example.com: {letters.compose(row).subject} [outbox {row.id}]" in line
     wait_until(lambda: "Total: R$ 680,00" in server.output(), what="the body at DEBUG")
     assert ADMIN_TOKEN not in server.output()
     assert SMTP_PASSWORD not in server.output()

@@ -40,11 +40,11 @@ def test_a_commit_in_another_store_wakes_a_ledger_follower_at_once(new_url: Call
     url = new_url()
     follower, seller = Store(url), Store(url, seed_demo=False)
     try:
-        follower.engine.wait_for_ledger(0.5)  # starts listening; returns on its first wake-up or the timeout
+        follower.wait_for_ledger(0.5)  # starts listening; returns on its first wake-up or the timeout
         woke = threading.Event()
 
         def follow() -> None:
-            follower.engine.wait_for_ledger(10.0)
+            follower.wait_for_ledger(10.0)
             woke.set()
 
         waiter = threading.Thread(target=follow)
