@@ -300,7 +300,7 @@ class LiveFeed:
                     continue
                 new = cursor.fresh(entries)
             if not new:
-                self.store.engine.wait_for_ledger(0.1 if cursor.waiting else 0.5)
+                self.store.wait_for_ledger(0.1 if cursor.waiting else 0.5)
                 continue
             try:
                 self._publish(new, cursor.top)
