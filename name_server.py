@@ -351,6 +351,15 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+_VALUES = (
+    ("host", f"address to listen on (default {DEFAULT_HOST})"),
+    ("port", f"TCP port, 0 for a free one (default {DEFAULT_PORT})"),
+    ("ttl", f"seconds a registration lives (default {DEFAULT_TTL:g})"),
+    ("certfile", "PEM certificate: speak only TLS (with --keyfile)"),
+    ("keyfile", "PEM private key of --certfile"),
+)
+
+
 @dataclass(frozen=True)
 class NameServerConfig:
     """What one name server is started with: each setting from its flag, else BILHETERIA_NS_<NAME>, else the default."""
@@ -367,11 +376,8 @@ class NameServerConfig:
         """The configuration of a command line and an environment; a ValueError whose message is the one line to show."""
         environ = os.environ if environ is None else environ
         parser = _Parser(description="Bilheteria name server (RPyC TCP registry protocol).")
-        parser.add_argument("--host", help=f"address to listen on (env BILHETERIA_NS_HOST, default {DEFAULT_HOST})")
-        parser.add_argument("--port", help=f"TCP port (env BILHETERIA_NS_PORT, default {DEFAULT_PORT})")
-        parser.add_argument("--ttl", help=f"seconds a registration lives (env BILHETERIA_NS_TTL, default {DEFAULT_TTL:g})")
-        parser.add_argument("--certfile", help="PEM certificate: speak only TLS (with --keyfile; env BILHETERIA_NS_CERTFILE)")
-        parser.add_argument("--keyfile", help="PEM private key of --certfile (env BILHETERIA_NS_KEYFILE)")
+        for name, what in _VALUES:
+            parser.add_argument(f"--{name}", help=f"{what}; env BILHETERIA_NS_{name.upper()}")
         args = parser.parse_args(argv)
 
         def setting(name: str, convert: Callable[[str], T], default: T) -> T:

@@ -209,16 +209,16 @@ class TicketService(LegacyCalls, rpyc.Service):
 
     @remote
     def exposed_admin_pause_event(self, token: Any, event_id: Any) -> tuple:
-        self.box.check_token(token, self.peer)
-        event = self.box.store.set_event_status(wire.integer(event_id, "event_id"), "paused")
-        log.info("paused event %d from %s", event.id, self.peer)
-        return to_wire(event)
+        return self._set_status(token, event_id, "paused", "paused")
 
     @remote
     def exposed_admin_resume_event(self, token: Any, event_id: Any) -> tuple:
+        return self._set_status(token, event_id, "on_sale", "resumed")
+
+    def _set_status(self, token: Any, event_id: Any, status: str, done: str) -> tuple:
         self.box.check_token(token, self.peer)
-        event = self.box.store.set_event_status(wire.integer(event_id, "event_id"), "on_sale")
-        log.info("resumed event %d from %s", event.id, self.peer)
+        event = self.box.store.set_event_status(wire.integer(event_id, "event_id"), status)
+        log.info("%s event %d from %s", done, event.id, self.peer)
         return to_wire(event)
 
     @remote

@@ -65,30 +65,36 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+_VALUES: tuple[tuple[str, str], ...] = (
+    ("--host", f"address to listen on (default {DEFAULT_HOST})"),
+    ("--port", f"TCP port, 0 for a free one (default {DEFAULT_PORT})"),
+    ("--db", f"SQLite file (created on first start) or postgresql://user:pass@host:5432/dbname (default {DEFAULT_DB})"),
+    ("--hold-seconds", f"how long a hold lasts (default {DEFAULT_HOLD_SECONDS:.0f})"),
+    ("--max-per-order", f"most tickets in one order (default {DEFAULT_MAX_PER_ORDER})"),
+    ("--offer-seconds", f"how long a waitlist offer holds its tickets (default {DEFAULT_OFFER_SECONDS:.0f})"),
+    ("--admin-token", "the token of the admin operations (default: generated once beside a SQLite database)"),
+    ("--log-level", f"DEBUG, INFO, WARNING, ERROR or CRITICAL (default {DEFAULT_LOG_LEVEL})"),
+    ("--certfile", "PEM certificate: accept only TLS connections (with --keyfile)"),
+    ("--keyfile", "PEM private key of --certfile"),
+    ("--cafile", "PEM CA: talk TLS to the name servers, trusting only certificates it signed"),
+)
+"""The flags that take one value, each with its variable BILHETERIA_<FLAG> (see `_variable`)."""
+
+
+def _variable(flag: str) -> str:
+    return ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+
+
 def _parser(env: Callable[[str, str | None], str | None]) -> argparse.ArgumentParser:
     """The flags; each defaults to None, so an absent flag falls through to the environment, then the default."""
     parser = _Parser(description="bilheteria ticket server (RPyC service TICKETS)")
-    parser.add_argument("--host", help=f"address to listen on (env BILHETERIA_HOST, default {DEFAULT_HOST})")
-    parser.add_argument("--port", help=f"TCP port, 0 for a free one (env BILHETERIA_PORT, default {DEFAULT_PORT})")
-    parser.add_argument("--db", help="SQLite file (created on first start) or postgresql://user:pass@host:5432/dbname "
-                                     f"(env BILHETERIA_DB, default {DEFAULT_DB})")
+    for flag, what in _VALUES:
+        parser.add_argument(flag, help=f"{what}; env {_variable(flag)}")
     parser.add_argument("--name-server", action="append", dest="name_servers",
                         help="HOST:PORT of a name server; repeat or separate with commas for several "
-                             f"(env BILHETERIA_NAME_SERVERS, comma-separated; default {DEFAULT_NAME_SERVERS})")
-    parser.add_argument("--hold-seconds", help=f"how long a hold lasts (env BILHETERIA_HOLD_SECONDS, default {DEFAULT_HOLD_SECONDS:.0f})")
-    parser.add_argument("--max-per-order",
-                        help=f"most tickets in one order (env BILHETERIA_MAX_PER_ORDER, default {DEFAULT_MAX_PER_ORDER})")
-    parser.add_argument("--offer-seconds", help="how long a waitlist offer holds its tickets "
-                                                f"(env BILHETERIA_OFFER_SECONDS, default {DEFAULT_OFFER_SECONDS:.0f})")
-    parser.add_argument("--admin-token", help="the token of the admin operations (env BILHETERIA_ADMIN_TOKEN; "
-                                              "default: generated once beside a SQLite database)")
+                             f"(default {DEFAULT_NAME_SERVERS}); env BILHETERIA_NAME_SERVERS, comma-separated")
     parser.add_argument("--no-demo", action="store_true", default=None,
-                        help="start a new database empty instead of with the demo catalogue (env BILHETERIA_NO_DEMO=1)")
-    parser.add_argument("--log-level", help=f"env BILHETERIA_LOG_LEVEL, default {DEFAULT_LOG_LEVEL}")
-    parser.add_argument("--certfile", help="PEM certificate: accept only TLS connections (with --keyfile; env BILHETERIA_CERTFILE)")
-    parser.add_argument("--keyfile", help="PEM private key of --certfile (env BILHETERIA_KEYFILE)")
-    parser.add_argument("--cafile",
-                        help="PEM CA: talk TLS to the name servers, trusting only certificates it signed (env BILHETERIA_CAFILE)")
+                        help="start a new database empty instead of with the demo catalogue; env BILHETERIA_NO_DEMO=1")
     add_mail_arguments(parser, env)
     return parser
 
@@ -104,16 +110,15 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
 
     def setting(flag: str, convert: Callable[[str], T], default: T) -> T:
         """The flag's value, else its variable's, else `default`; converted, or a ConfigError naming both."""
-        name = flag.removeprefix("--").replace("-", "_")
-        variable = name.upper()
-        given = getattr(args, name)
-        raw = given if given is not None else env(variable)
+        variable = _variable(flag)
+        given = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        raw = given if given is not None else environ.get(variable)
         if raw is None:
             return default
         try:
             return convert(raw)
         except ValueError as exc:
-            raise ConfigError(f"{flag} (or {ENV_PREFIX}{variable}): {exc}") from None
+            raise ConfigError(f"{flag} (or {variable}): {exc}") from None
 
     listed = args.name_servers if args.name_servers is not None else [env("NAME_SERVERS", DEFAULT_NAME_SERVERS) or ""]
     try:

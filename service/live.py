@@ -195,7 +195,6 @@ class LiveFeed:
         delivery = Delivery(self, token, f"subscriber {token} of event {event.id}", callback, connection)
         with self._lock:
             self._admit(connection)
-            self._activate()
             self._subscribers[token] = (event.id, delivery)
             seq = self._cursor.top
         try:
@@ -224,7 +223,6 @@ class LiveFeed:
         delivery = Delivery(self, entry_id, f"waitlist watcher of entry {entry_id}", callback, connection)
         with self._lock:
             self._admit(connection)
-            self._activate()
             previous = self._watchers.pop(entry_id, None)
             self._watchers[entry_id] = delivery
         if previous is not None:
@@ -247,7 +245,7 @@ class LiveFeed:
     # -- bookkeeping ------------------------------------------------------------------------------
 
     def _admit(self, connection: rpyc.Connection) -> None:
-        """Called with the lock held: refuse beyond the caps, clearly."""
+        """Called with the lock held: refuse beyond the caps, clearly; else wake the follower if it was idle."""
         if self._stopping.is_set():
             raise Unavailable("the server is shutting down")
         everyone = [delivery for _, delivery in self._subscribers.values()] + list(self._watchers.values())
@@ -255,6 +253,7 @@ class LiveFeed:
             raise Unavailable(f"this server already feeds {MAX_TOTAL} subscriptions; try another server")
         if sum(delivery.connection is connection for delivery in everyone) >= MAX_PER_CONNECTION:
             raise InvalidRequest(f"at most {MAX_PER_CONNECTION} subscriptions per connection; unsubscribe one first")
+        self._activate()
 
     def _activate(self) -> None:
         """Called with the lock held: waking from idle, start at the ledger's end (no replay of history)."""
