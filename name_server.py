@@ -13,7 +13,8 @@ servers re-register every couple of seconds; a restarted name server is complete
 
 With a certificate and key it speaks only TLS, handshaking without blocking the loop (a client that stalls in
 its handshake meets the same deadline as one that stalls in its request). The protocol itself (requests, `exchange`)
-is in net/registry_protocol.py, shared with the ticket servers and the terminals.
+is in net/registry_protocol.py, shared with the ticket servers and the terminals; cutting a request out of the
+byte stream (the size cap and the deadline) is in net/framing.py. This module imports only net/.
 
     python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6] [--certfile CERT --keyfile KEY]
     (or BILHETERIA_NS_HOST / _NS_PORT / _NS_TTL / _NS_CERTFILE / _NS_KEYFILE; flags win over the environment)
@@ -31,21 +32,23 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Self
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn, Self, TypeVar
 
 from rpyc.core import brine
 
 from net import tls
+from net.framing import RequestFrame
 from net.registry_protocol import Address, BadRequest, decode_request
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18811
 DEFAULT_TTL = 6.0
 
-log = logging.getLogger("name_server")
+log = logging.getLogger("bilheteria.name_server")
 
+T = TypeVar("T")
 
 
 class Registry:
@@ -96,14 +99,11 @@ class Registry:
                 del self._servers[name]
 
 
-
-
 @dataclass(eq=False)
 class _Connection:
     sock: socket.socket
     peer: Address
-    opened: float
-    inbox: bytearray = field(default_factory=bytearray)
+    frame: RequestFrame[tuple[str, tuple]]
     outbox: bytes = b""
     plain: bool = True
     """Not yet wrapped: a TLS name server first looks at the first byte, to tell a plain-text client apart."""
@@ -148,7 +148,7 @@ class NameServer:
             while not self._stopping:
                 wake_at = next_prune
                 if self._connections:
-                    wake_at = min(wake_at, next(iter(self._connections.values())).opened + self.deadline)
+                    wake_at = min(wake_at, next(iter(self._connections.values())).frame.due)
                 for key, events in self._selector.select(max(0.0, wake_at - time.monotonic())):
                     if key.fileobj is self._listener:
                         self._accept()
@@ -160,7 +160,7 @@ class NameServer:
                         self._serve(key.data, events)
                 now = time.monotonic()
                 for conn in list(self._connections.values()):
-                    if now - conn.opened < self.deadline:
+                    if not conn.frame.expired(now):
                         break
                     log.info("closed %s:%d: no complete exchange within %.1f s", *conn.peer, self.deadline)
                     self._drop(conn)
@@ -207,7 +207,7 @@ class NameServer:
                 log.info("closed %s:%d: %d connections open, dropping the oldest", *oldest.peer, len(self._connections))
                 self._drop(oldest)
             sock.setblocking(False)
-            conn = _Connection(sock, peer[:2], time.monotonic())
+            conn = _Connection(sock, peer[:2], RequestFrame(decode_request, self.max_request, time.monotonic(), self.deadline))
             self._connections[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -284,7 +284,7 @@ class NameServer:
         """Read until the request is complete (True) or the socket would block (raises); False once dropped."""
         while True:
             try:
-                chunk = conn.sock.recv(self.max_request + 1 - len(conn.inbox))
+                chunk = conn.sock.recv(conn.frame.room())
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise
             except OSError:
@@ -292,11 +292,8 @@ class NameServer:
             if not chunk:
                 self._drop(conn)
                 return False
-            conn.inbox += chunk
             try:
-                if len(conn.inbox) > self.max_request:
-                    raise BadRequest(f"request larger than {self.max_request} bytes")
-                request = decode_request(bytes(conn.inbox))
+                request = conn.frame.feed(chunk)
             except BadRequest as exc:
                 log.warning("dropped %s:%d: %s", *conn.peer, exc)
                 self._drop(conn)
@@ -347,21 +344,62 @@ class NameServer:
         log.info("stopped")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are a ValueError: one line, not the usage text and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
 
 
-def _setting(flag: str, env: str, default: str, convert: Callable[[str], object], what: str) -> dict:
-    """argparse keywords for a flag whose default comes from the environment (flags > env > default)."""
+_VALUES = (
+    ("host", f"address to listen on (default {DEFAULT_HOST})"),
+    ("port", f"TCP port, 0 for a free one (default {DEFAULT_PORT})"),
+    ("ttl", f"seconds a registration lives (default {DEFAULT_TTL:g})"),
+    ("certfile", "PEM certificate: speak only TLS (with --keyfile)"),
+    ("keyfile", "PEM private key of --certfile"),
+)
 
-    def parse(text: str) -> object:
-        try:
-            return convert(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{flag} (or {env}): {exc}") from None
 
-    return {"default": os.environ.get(env) or default, "type": parse, "help": f"{what} (env {env}, default {default})"}
+@dataclass(frozen=True)
+class NameServerConfig:
+    """What one name server is started with: each setting from its flag, else BILHETERIA_NS_<NAME>, else the default."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    """0 picks a free port (the readiness line says which)."""
+    ttl: float = DEFAULT_TTL
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> NameServerConfig:
+        """The configuration of a command line and an environment; a ValueError whose message is the one line to show."""
+        environ = os.environ if environ is None else environ
+        parser = _Parser(description="Bilheteria name server (RPyC TCP registry protocol).")
+        for name, what in _VALUES:
+            parser.add_argument(f"--{name}", help=f"{what}; env BILHETERIA_NS_{name.upper()}")
+        args = parser.parse_args(argv)
+
+        def setting(name: str, convert: Callable[[str], T], default: T) -> T:
+            variable = f"BILHETERIA_NS_{name.upper()}"
+            raw = getattr(args, name) if getattr(args, name) is not None else environ.get(variable) or None
+            if raw is None:
+                return default
+            try:
+                return convert(raw)
+            except ValueError as exc:
+                raise ValueError(f"--{name} (or {variable}): {exc}") from None
+
+        config = cls(setting("host", str, DEFAULT_HOST), setting("port", _port, DEFAULT_PORT), setting("ttl", _ttl, DEFAULT_TTL),
+                     setting("certfile", str, None), setting("keyfile", str, None))
+        if bool(config.certfile) != bool(config.keyfile):
+            raise ValueError("--certfile and --keyfile go together (or BILHETERIA_NS_CERTFILE and BILHETERIA_NS_KEYFILE)")
+        return config
 
 
 def _port(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
     value = int(text)
     if not 0 <= value <= 65535:
         raise ValueError(f"port must be 0..65535, got {value}")
@@ -369,38 +407,35 @@ def _port(text: str) -> int:
 
 
 def _ttl(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise ValueError(f"ttl must be a positive number of seconds, got {text}")
     return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Bilheteria name server (RPyC TCP registry protocol).")
-    parser.add_argument("--host", **_setting("--host", "BILHETERIA_NS_HOST", DEFAULT_HOST, str, "address to listen on"))
-    parser.add_argument("--port", **_setting("--port", "BILHETERIA_NS_PORT", str(DEFAULT_PORT), _port, "TCP port"))
-    parser.add_argument("--ttl", **_setting("--ttl", "BILHETERIA_NS_TTL", "6", _ttl, "seconds a registration lives"))
-    parser.add_argument("--certfile", default=os.environ.get("BILHETERIA_NS_CERTFILE"),
-                        help="PEM certificate: speak only TLS (with --keyfile; env BILHETERIA_NS_CERTFILE)")
-    parser.add_argument("--keyfile", default=os.environ.get("BILHETERIA_NS_KEYFILE"),
-                        help="PEM private key of --certfile (env BILHETERIA_NS_KEYFILE)")
-    args = parser.parse_args(argv)
-    if bool(args.certfile) != bool(args.keyfile):
-        parser.error("--certfile and --keyfile go together (or BILHETERIA_NS_CERTFILE and BILHETERIA_NS_KEYFILE)")
+    try:
+        config = NameServerConfig.parse(argv)
+    except ValueError as exc:
+        print(f"name_server.py: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        context = tls.server_context(args.certfile, args.keyfile) if args.certfile else None
+        context = tls.server_context(config.certfile, config.keyfile) if config.certfile else None
     except tls.TLSConfigError as exc:
         log.error("%s", exc)
         return 2
     try:
-        server = NameServer(args.host, args.port, args.ttl, tls_context=context)
+        server = NameServer(config.host, config.port, config.ttl, tls_context=context)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.close())
-    log.info("registrations live %.1f s without a heartbeat; %s", args.ttl, "TLS only" if context else "plain text")
+    log.info("registrations live %.1f s without a heartbeat; %s", config.ttl, "TLS only" if context else "plain text")
     print(f"Name server listening on {server.host}:{server.port}", flush=True)
     server.serve_forever()
     return 0

@@ -1,1 +1,3 @@
-"""The ticket server's parts behind server.py: argument checks at the wire, the live feed, the mailer."""
+"""The ticket server's parts behind server.py: config (flags, environment, defaults), wire (argument checks),
+remote (refusals without tracebacks), counters, box_office (what connections share), transport (frames and
+TLS), registrar (name-server heartbeats), sweeper (hold expiry), live (the live feed), mailer, legacy calls."""

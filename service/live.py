@@ -22,11 +22,13 @@ from typing import Any
 
 import rpyc
 
+from backoff import Backoff
 from database import Store
 from errors import BoxOfficeError, InvalidRequest, NotFound, Unavailable
 from records import AvailabilityUpdate, Event, LedgerEntry, to_wire
+from service.transport import peer
 
-log = logging.getLogger("bilheteria.live")
+log = logging.getLogger("bilheteria.service.live")
 
 MAX_PER_CONNECTION = 16
 MAX_TOTAL = 2000
@@ -38,6 +40,8 @@ HOLE_SECONDS = 1.0
 WAITLIST_DETAIL = "waitlist:"
 FINAL_WAITLIST_ACTIONS = ("lapse", "leave")
 """After these the entry will never be offered again, so its watch ends."""
+RETRY = Backoff(base=1.0, ceiling=1.0, low=1.0, high=1.0)
+"""The wait after a failed read of the ledger: one second, every time, so a database back is noticed within it."""
 
 
 class Delivery:
@@ -162,8 +166,10 @@ class LiveFeed:
         self._cursor = LedgerCursor(0)
         self._epoch = 0
         """Grows whenever the feed wakes from idle and jumps to the ledger's end, so a read begun before is thrown away."""
-        self._stopped = False
-        self._failing = False
+        self._stopping = threading.Event()
+        """Set once by `stop`; the follower's waits after a failure are taken on it, so a stop cuts them short."""
+        self._failures = 0
+        """Failed reads in a row: the attempt number of the next wait."""
         self._thread = threading.Thread(target=self._follow, name="live-feed", daemon=True)
 
     # -- what the service calls ------------------------------------------------------------------
@@ -173,7 +179,7 @@ class LiveFeed:
 
     def stop(self) -> None:
         with self._lock:
-            self._stopped = True
+            self._stopping.set()
             deliveries = [delivery for _, delivery in self._subscribers.values()] + list(self._watchers.values())
             self._subscribers.clear()
             self._watchers.clear()
@@ -189,7 +195,6 @@ class LiveFeed:
         delivery = Delivery(self, token, f"subscriber {token} of event {event.id}", callback, connection)
         with self._lock:
             self._admit(connection)
-            self._activate()
             self._subscribers[token] = (event.id, delivery)
             seq = self._cursor.top
         try:
@@ -200,7 +205,7 @@ class LiveFeed:
         delivery.thread.start()
         for update in current:
             delivery.put(to_wire(update))
-        log.info("%s subscribed from %s", delivery.label, _peer(connection))
+        log.info("%s subscribed from %s", delivery.label, peer(connection))
         return token
 
     def unsubscribe(self, token: str, connection: rpyc.Connection) -> None:
@@ -218,13 +223,12 @@ class LiveFeed:
         delivery = Delivery(self, entry_id, f"waitlist watcher of entry {entry_id}", callback, connection)
         with self._lock:
             self._admit(connection)
-            self._activate()
             previous = self._watchers.pop(entry_id, None)
             self._watchers[entry_id] = delivery
         if previous is not None:
             previous.stop()
         delivery.thread.start()
-        log.info("%s registered from %s", delivery.label, _peer(connection))
+        log.info("%s registered from %s", delivery.label, peer(connection))
 
     def disconnect(self, connection: rpyc.Connection) -> None:
         """The connection closed: everything it subscribed ends, one log line each."""
@@ -238,21 +242,18 @@ class LiveFeed:
         """A subscriber failed a delivery: it goes, and so does its connection."""
         self._remove(delivery, reason, cut_connection=True)
 
-    def counts(self) -> tuple[int, int]:
-        with self._lock:
-            return len(self._subscribers), len(self._watchers)
-
     # -- bookkeeping ------------------------------------------------------------------------------
 
     def _admit(self, connection: rpyc.Connection) -> None:
-        """Called with the lock held: refuse beyond the caps, clearly."""
-        if self._stopped:
+        """Called with the lock held: refuse beyond the caps, clearly; else wake the follower if it was idle."""
+        if self._stopping.is_set():
             raise Unavailable("the server is shutting down")
         everyone = [delivery for _, delivery in self._subscribers.values()] + list(self._watchers.values())
         if len(everyone) >= MAX_TOTAL:
             raise Unavailable(f"this server already feeds {MAX_TOTAL} subscriptions; try another server")
         if sum(delivery.connection is connection for delivery in everyone) >= MAX_PER_CONNECTION:
             raise InvalidRequest(f"at most {MAX_PER_CONNECTION} subscriptions per connection; unsubscribe one first")
+        self._activate()
 
     def _activate(self) -> None:
         """Called with the lock held: waking from idle, start at the ledger's end (no replay of history)."""
@@ -279,22 +280,22 @@ class LiveFeed:
     def _follow(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._stopped or self._subscribers or self._watchers)
-                if self._stopped:
+                self._lock.wait_for(lambda: self._stopping.is_set() or self._subscribers or self._watchers)
+                if self._stopping.is_set():
                     return
                 cursor, epoch = self._cursor, self._epoch
                 since = cursor.floor
             try:
                 entries = self.store.ledger(since, BATCH)
             except BoxOfficeError as exc:
-                if not self._failing:
+                if not self._failures:
                     log.warning("live feed cannot read the ledger after seq %d: %s; retrying every second", since, exc)
-                self._failing = True
-                time.sleep(1.0)
+                self._retry_later(self._failures)
+                self._failures += 1
                 continue
-            if self._failing:
+            if self._failures:
                 log.info("live feed reads the ledger again")
-                self._failing = False
+                self._failures = 0
             with self._lock:
                 if epoch != self._epoch:
                     continue
@@ -309,9 +310,13 @@ class LiveFeed:
                 with self._lock:
                     if epoch == self._epoch:
                         self._cursor = LedgerCursor(since)
-                time.sleep(1.0)
+                self._retry_later(0)
             except Exception:  # the follower serves every subscriber, so it outlives a failure on some rows
                 log.exception("live feed failed on the ledger rows %d to %d; skipping them", since + 1, entries[-1].seq)
+
+    def _retry_later(self, attempt: int) -> None:
+        """Wait before reading again after a failure; `stop` interrupts the wait."""
+        self._stopping.wait(RETRY.delay(attempt))
 
     def _publish(self, entries: Iterable[LedgerEntry], label: int) -> None:
         """One update per touched sector for the event's subscribers, and the offers for their watchers."""
@@ -372,11 +377,3 @@ def _waitlist_id(detail: str | None) -> int | None:
     if detail and detail.startswith(WAITLIST_DETAIL) and detail[len(WAITLIST_DETAIL):].isdigit():
         return int(detail[len(WAITLIST_DETAIL):])
     return None
-
-
-def _peer(connection: rpyc.Connection) -> str:
-    try:
-        host, port = connection._config["endpoints"][1][:2]
-    except (KeyError, TypeError, ValueError, IndexError):
-        return "?"
-    return f"{host}:{port}"

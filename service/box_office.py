@@ -1,0 +1,76 @@
+"""What every connection of one ticket server shares: the store, the admin token, the counters, the live feed.
+
+RPyC makes one service instance per connection; they all hold the same `BoxOffice`. The admin token lives
+here because checking it is the same for every connection and must leak nothing (constant time, whatever the
+candidate looks like). Where the token comes from is here too: given, or generated once beside a SQLite file
+and shared by every replica started on it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from database import Store
+from errors import Forbidden
+from service.counters import Counters
+from service.live import LiveFeed
+
+log = logging.getLogger("bilheteria.service.box_office")
+
+
+class BoxOffice:
+    """What every connection shares: the store, the admin token, the counters, the live feed."""
+
+    def __init__(self, store: Store, admin_token: str, server_id: str) -> None:
+        self.store = store
+        self.admin_token = admin_token.encode()
+        self.server_id = server_id
+        self.started = time.monotonic()
+        self.counters = Counters()
+        self.live = LiveFeed(store, server_id)
+
+    def check_token(self, token: Any, peer: str) -> None:
+        """Constant time whatever the token looks like, so a refusal leaks nothing about the real one."""
+        candidate = token.encode("utf-8", "replace") if type(token) is str else b""
+        valid = hmac.compare_digest(candidate, self.admin_token)
+        if not valid or type(token) is not str:
+            with self.counters.lock:
+                self.counters.forbidden += 1
+            log.warning("forbidden: wrong admin token from %s", peer)
+            raise Forbidden("admin token missing or wrong")
+
+
+def is_database_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:
+    """The admin token and where it came from; generated once and kept beside the database (mode 0600).
+
+    Replicas started together on a new database race to create the file: each writes a candidate to a
+    private temporary file and links it into place, which succeeds for exactly one; everyone then reads
+    the winner, which is complete because it was written before it was linked.
+    """
+    if explicit:
+        return explicit, "the command line or environment"
+    if is_database_url(db_path):
+        raise ValueError("a PostgreSQL --db needs --admin-token (or BILHETERIA_ADMIN_TOKEN): every replica, on any host, must share it")
+    token_file = Path(f"{db_path}.admin-token")
+    if not token_file.exists():
+        descriptor, candidate = tempfile.mkstemp(dir=token_file.parent, prefix=".admin-token-")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+            os.link(candidate, token_file)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(candidate)
+    return token_file.read_text().strip(), str(token_file)
