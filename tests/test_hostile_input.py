@@ -36,7 +36,7 @@ LOCAL = "127.0.0.1"
 STARTS_AT = "2027-06-01T20:00:00-03:00"
 HUGE = "x" * 1_000_000
 OUR_REFUSALS = {f"errors.{name}" for name in REFUSALS}
-LEAKS = ("Traceback (most recent call last)", "database.py", "server.py", "records.py", 'File "/')
+LEAKS = ("Traceback (most recent call last)", "database.py", "server.py", "records.py", "storage/", "service/", 'File "/')
 
 
 # -- client-side objects that must never be touched ----------------------------------------------------------

@@ -91,3 +91,17 @@ def test_the_admin_token_stays_out_of_the_repr() -> None:
 def test_a_config_error_names_the_flag_and_its_variable() -> None:
     with pytest.raises(ConfigError, match=r"^--max-per-order \(or BILHETERIA_MAX_PER_ORDER\): -3 would refuse every sale"):
         parse_config([], {"BILHETERIA_MAX_PER_ORDER": "-3"})
+
+
+@pytest.mark.parametrize("db", ["missing-directory/t.db", "not-a-database.db"])
+def test_a_database_that_cannot_be_opened_stops_the_server_with_one_line(db: str, tmp_path: Path) -> None:
+    (tmp_path / "not-a-database.db").write_bytes(b"this is not SQLite" * 100)
+    path = tmp_path / db
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("BILHETERIA_")}
+    done = subprocess.run(
+        [sys.executable, "server.py", "--db", str(path), "--port", "0"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=30, env=environment,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot open the database {path}" in done.stderr
+    assert "Traceback" not in done.stderr
