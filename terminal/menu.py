@@ -14,7 +14,6 @@ possible without garbling the prompt.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections import deque
@@ -28,20 +27,16 @@ from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.table import Table
 from rich.text import Text, TextType
 
-from client_core import BreakerListener, Event, Forbidden, LedgerEntry, ReservationError, SoldOut, TicketClient, Unavailable
-from records import Reservation, Sector, WaitlistEntry
+from client_core import BreakerListener, TicketClient
+from errors import Forbidden, ReservationError, SoldOut, Unavailable
+from records import Event, LedgerEntry, Reservation, Sector, WaitlistEntry
 from seating import SeatError, parse_selection
-from terminal.dashboard import breakers_text
+from terminal.inputs import TOKEN_ENV, parse_optional_limit, parse_sector
 from terminal.views import (
-    TOKEN_ENV,
     events_table,
-    format_time,
     hold_clock,
     ledger_table,
     offer_panel,
-    parse_optional_limit,
-    parse_sector,
-    plural,
     report_table,
     reservation_view,
     reservations_table,
@@ -49,10 +44,10 @@ from terminal.views import (
     show_refusal,
     show_unavailable,
     status_view,
-    styled,
     ticket_view,
     waitlist_entry_view,
 )
+from terminal.widgets import breakers_text, format_time, plural, styled
 
 LEDGER_PAGE = 1000
 """Ledger entries asked for at a time when looking for the latest ones."""
@@ -192,9 +187,11 @@ class BreakerWatch(BreakerListener):
 class Menu:
     """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
 
-    def __init__(self, client: TicketClient, console: PromptConsole) -> None:
+    def __init__(self, client: TicketClient, console: PromptConsole, admin_token: str | None = None) -> None:
         self.client = client
         self.console = console
+        self.preset_token = admin_token
+        """The token the terminal was started with (BILHETERIA_ADMIN_TOKEN), offered when Admin asks for one."""
         self.watch = BreakerWatch()
         client.add_breaker_listener(self.watch)
         self.offers = OfferDesk(client, console)
@@ -222,12 +219,19 @@ class Menu:
             if choice == "q":
                 self.console.print("Bye.")
                 return
-            try:
-                self.actions[choice][1]()
-            except ReservationError as exc:
-                show_refusal(self.console, exc)
-            except Unavailable as exc:
-                show_unavailable(self.console, exc, self.client)
+            self.attempt(self.actions[choice][1])
+
+    def attempt(self, action: Callable[[], None], passing: type[ReservationError] | None = None) -> None:
+        """Run one action of a loop: a refusal or an outage is shown and the loop goes on; a refusal of the
+        `passing` kind is the caller's to handle."""
+        try:
+            action()
+        except ReservationError as exc:
+            if passing is not None and isinstance(exc, passing):
+                raise
+            show_refusal(self.console, exc)
+        except Unavailable as exc:
+            show_unavailable(self.console, exc, self.client)
 
     def status_line(self) -> Text:
         line = Text.assemble(("Server: ", "dim"), self.client.current_server or "none yet", ("   Breakers: ", "dim"),
@@ -418,23 +422,16 @@ class AdminMenu:
                 choice = Prompt.ask("Admin action", choices=[*self.actions, "b"], console=self.console)
                 if choice == "b":
                     return
-                try:
-                    self.actions[choice][1]()
-                except Forbidden:
-                    raise
-                except ReservationError as exc:
-                    show_refusal(self.console, exc)
-                except Unavailable as exc:
-                    show_unavailable(self.console, exc, self.client)
+                self.menu.attempt(self.actions[choice][1], passing=Forbidden)
         except Forbidden as exc:
             self.token = None
             show_refusal(self.console, exc)
             self.console.print(Text("The token was forgotten; Admin will ask for it again.", style="yellow"))
 
     def ask_token(self) -> str:
-        """Masked; the environment's token is offered as the default. One cheap admin call (the first ledger
-        entry) checks it now, so a wrong token is known before an event has been typed in."""
-        preset = os.environ.get(TOKEN_ENV, "")
+        """Masked; the token the terminal was started with is offered as the default. One cheap admin call (the
+        first ledger entry) checks it now, so a wrong token is known before an event has been typed in."""
+        preset = self.menu.preset_token or ""
         hint = f" (Enter for ${TOKEN_ENV})" if preset else ""
         token = self.menu.ask(f"Admin token{hint}", password=True, default=preset, show_default=False)
         self.client.ledger(token, since=0, limit=1)
