@@ -20,7 +20,7 @@ from procs import ROOT, Transcript, free_port, plain_text, start, wait_until
 
 from cli import main, parse_half_limit, parse_sector, parse_sector_number
 from client_core import TicketClient, format_money
-from terminal.dashboard import bar_cells
+from terminal.widgets import bar_cells
 
 CODE = re.compile(r"\b[A-Z0-9]{3}-[A-Z0-9]{3}\b")
 SERVING = re.compile(r"Server: (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:(\d+)")
