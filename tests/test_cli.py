@@ -166,6 +166,15 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: py
         assert "usage:" in captured.err
 
 
+def test_a_timeout_that_is_not_above_zero_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    for timeout in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--timeout", timeout, "events"])
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 2, (timeout, captured.err)
+        assert f"--timeout: expected a number of seconds above 0, got '{timeout}'" in captured.err
+
+
 def test_no_server_answering_exits_3_without_a_traceback() -> None:
     closed = f"127.0.0.1:{free_port()}"
     result = run_cli("--server", closed, "--timeout", "1", "--json", "events")

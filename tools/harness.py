@@ -164,14 +164,15 @@ def scratch_log(name: str) -> Path:
 
 
 def start_child(name: str, args: Sequence[str], ready: str, *, log: Path | None = None, env: Mapping[str, str] | None = None,
-                timeout: float = READY_SECONDS) -> Child:
-    """Run `python <args>` from the project root, its output appended to `log` (a scratch file without one),
-    and wait until it prints a line containing `ready`; a child that does not is stopped before the error."""
+                timeout: float = READY_SECONDS, prefix: Sequence[str] = ()) -> Child:
+    """Run `python <args>` from the project root (behind `prefix`, such as `ip netns exec HOST`), its output
+    appended to `log` (a scratch file without one), and wait until it prints a line containing `ready`; a child
+    that does not is stopped before the error."""
     path = log or scratch_log(name)
     with path.open("ab") as handle:
         offset = handle.tell()
-        popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        popen = subprocess.Popen([*prefix, sys.executable, *args], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=handle,
+                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     child = Child(name, popen, path, offset)
     try:
         child.address = child.wait_for_line(ready, timeout).rsplit(maxsplit=1)[-1]
