@@ -40,6 +40,7 @@ from errors import ReservationError, Unavailable
 from net.tls import TLSConfigError, client_context, server_context
 from records import Event, LedgerEntry
 from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
+from terminal import views
 from terminal.config import CAFILE_ENV, DEFAULT_NAME_SERVER, DEFAULT_TIMEOUT_SECONDS, ConfigError, TerminalConfig, terminal_config
 from terminal.dashboard import Dashboard
 from terminal.inputs import (
@@ -54,25 +55,6 @@ from terminal.inputs import (
     positive_seconds,
 )
 from terminal.menu import Menu, PromptConsole
-from terminal.views import (
-    REPORT_CSV_COLUMNS,
-    error_document,
-    events_table,
-    ledger_table,
-    print_json,
-    report_csv,
-    report_document,
-    report_table,
-    reservation_view,
-    reservations_table,
-    seat_map_document,
-    seat_map_view,
-    show_refusal,
-    show_unavailable,
-    status_view,
-    ticket_view,
-    waitlist_entry_view,
-)
 from terminal.watch import EventWatch
 from terminal.widgets import plural
 
@@ -93,11 +75,12 @@ TOOLS = {"demo": "tools.demo", "swarm": "tools.swarm", "tour": "tools.tour"}
 
 Outcome = tuple[Any, RenderableType]
 """What a command answered: the JSON document, and the same answer for a human."""
+Command = Callable[[TicketClient, TerminalConfig, argparse.Namespace], Outcome]
 
 
 def command_events(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     events = client.list_events()
-    return [asdict(event) for event in events], events_table(events)
+    return [asdict(event) for event in events], views.events_table(events)
 
 
 def command_reserve(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
@@ -105,7 +88,7 @@ def command_reserve(client: TicketClient, config: TerminalConfig, args: argparse
     quantity = args.quantity if args.quantity is not None else len(seats or ())
     reservation = client.reserve(args.event_id, quantity, args.name, args.email, sector=args.sector,
                                  category=args.category, confirm=args.confirm, seats=seats)
-    return asdict(reservation), reservation_view(reservation)
+    return asdict(reservation), views.reservation_view(reservation)
 
 
 def chosen_seats(client: TicketClient, args: argparse.Namespace) -> tuple[str, ...]:
@@ -119,77 +102,20 @@ def chosen_seats(client: TicketClient, args: argparse.Namespace) -> tuple[str, .
     return parse_selection(args.seats, MAX_ROWS, MAX_SEATS_PER_ROW)
 
 
-def command_confirm(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    reservation = client.confirm(args.code, args.email, payment_ref=args.payment_ref)
-    return asdict(reservation), ticket_view(reservation)
-
-
 def command_seats(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     seat_map = client.get_seat_map(args.event_id, args.sector)
-    return seat_map_document(seat_map), seat_map_view(seat_map)
-
-
-def command_waitlist_join(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    entry = client.join_waitlist(args.event_id, args.quantity, args.name, args.email, sector=args.sector)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_waitlist_show(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    entry = client.get_waitlist_entry(args.entry_id, args.email)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_waitlist_leave(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    entry = client.leave_waitlist(args.entry_id, args.email)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_cancel(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    reservation = client.cancel(args.code, args.email)
-    return asdict(reservation), reservation_view(reservation)
-
-
-def command_show(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    reservation = client.get_reservation(args.code, args.email)
-    return asdict(reservation), reservation_view(reservation)
+    return views.seat_map_document(seat_map), views.seat_map_view(seat_map)
 
 
 def command_status(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     status = client.status()
     document = {"current_server": client.current_server, "breakers": client.breaker_states(), "status": asdict(status)}
-    return document, status_view(status, client)
-
-
-def changed(event: Event, title: str) -> Outcome:
-    """An event as an admin command left it."""
-    return asdict(event), events_table([event], title=title)
-
-
-def command_create_event(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    return changed(client.create_event(config.token, args.name, args.venue, args.starts_at, args.sectors), "Event created")
-
-
-def command_admin_update(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    return changed(client.update_event(config.token, args.event_id, name=args.name, venue=args.venue, starts_at=args.starts_at,
-                                       capacities=args.capacities, half_limits=args.half_limits), "Event updated")
-
-
-def command_admin_add_sector(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    event = client.add_sector(config.token, args.event_id, args.name, args.price_cents, args.capacity, args.half_limit)
-    return changed(event, "Sector added")
-
-
-def command_admin_pause(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    return changed(client.pause_event(config.token, args.event_id), "Sales paused")
-
-
-def command_admin_resume(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
-    return changed(client.resume_event(config.token, args.event_id), "Sales resumed")
+    return document, views.status_view(status, client)
 
 
 def command_admin_cancel(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     event, cancelled = client.cancel_event(config.token, args.event_id)
-    view = Group(events_table([event], title="Event cancelled"), Text(f"{plural(cancelled, 'reservation')} cancelled."))
+    view = Group(views.events_table([event], title="Event cancelled"), Text(f"{plural(cancelled, 'reservation')} cancelled."))
     return {"event": asdict(event), "cancelled_reservations": cancelled}, view
 
 
@@ -200,36 +126,56 @@ def command_admin_delete(client: TicketClient, config: TerminalConfig, args: arg
 
 def command_admin_reservations(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     found = client.list_reservations(config.token, event_id=args.event, email=args.email, status=args.status)
-    return [asdict(reservation) for reservation in found], reservations_table(found)
+    return [asdict(reservation) for reservation in found], views.reservations_table(found)
 
 
 def command_admin_report(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     reports = client.report(config.token)
-    return report_document(reports), report_table(reports)
+    return views.report_document(reports), views.report_table(reports)
 
 
 def command_admin_ledger(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     entries = client.ledger(config.token, since=args.since, limit=args.limit)
     title = f"Ledger after entry {args.since}" if args.since else "Ledger"
-    return [asdict(entry) for entry in entries], ledger_table(entries, title=title)
+    return [asdict(entry) for entry in entries], views.ledger_table(entries, title=title)
 
 
-COMMANDS: dict[str, Callable[[TicketClient, TerminalConfig, argparse.Namespace], Outcome]] = {
+def one_record(view: Callable[[Any], RenderableType], call: Callable[[TicketClient, TerminalConfig, argparse.Namespace], Any]) -> Command:
+    """A command whose answer is one record: its fields are the JSON document, `view(record)` the human answer."""
+
+    def command(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+        record = call(client, config, args)
+        return asdict(record), view(record)
+
+    return command
+
+
+def event_view(title: str) -> Callable[[Event], RenderableType]:
+    """An event as an admin command left it."""
+    return lambda event: views.events_table([event], title=title)
+
+
+COMMANDS: dict[str, Command] = {
     "events": command_events,
     "reserve": command_reserve,
-    "confirm": command_confirm,
-    "cancel": command_cancel,
-    "show": command_show,
+    "confirm": one_record(views.ticket_view, lambda client, _, args: client.confirm(args.code, args.email, payment_ref=args.payment_ref)),
+    "cancel": one_record(views.reservation_view, lambda client, _, args: client.cancel(args.code, args.email)),
+    "show": one_record(views.reservation_view, lambda client, _, args: client.get_reservation(args.code, args.email)),
     "status": command_status,
     "seats": command_seats,
-    "waitlist join": command_waitlist_join,
-    "waitlist show": command_waitlist_show,
-    "waitlist leave": command_waitlist_leave,
-    "create-event": command_create_event,
-    "admin update": command_admin_update,
-    "admin add-sector": command_admin_add_sector,
-    "admin pause": command_admin_pause,
-    "admin resume": command_admin_resume,
+    "waitlist join": one_record(views.waitlist_entry_view, lambda client, _, args: client.join_waitlist(
+        args.event_id, args.quantity, args.name, args.email, sector=args.sector)),
+    "waitlist show": one_record(views.waitlist_entry_view, lambda client, _, args: client.get_waitlist_entry(args.entry_id, args.email)),
+    "waitlist leave": one_record(views.waitlist_entry_view, lambda client, _, args: client.leave_waitlist(args.entry_id, args.email)),
+    "create-event": one_record(event_view("Event created"), lambda client, config, args: client.create_event(
+        config.token, args.name, args.venue, args.starts_at, args.sectors)),
+    "admin update": one_record(event_view("Event updated"), lambda client, config, args: client.update_event(
+        config.token, args.event_id, name=args.name, venue=args.venue, starts_at=args.starts_at, capacities=args.capacities,
+        half_limits=args.half_limits)),
+    "admin add-sector": one_record(event_view("Sector added"), lambda client, config, args: client.add_sector(
+        config.token, args.event_id, args.name, args.price_cents, args.capacity, args.half_limit)),
+    "admin pause": one_record(event_view("Sales paused"), lambda client, config, args: client.pause_event(config.token, args.event_id)),
+    "admin resume": one_record(event_view("Sales resumed"), lambda client, config, args: client.resume_event(config.token, args.event_id)),
     "admin cancel": command_admin_cancel,
     "admin delete": command_admin_delete,
     "admin reservations": command_admin_reservations,
@@ -238,7 +184,7 @@ COMMANDS: dict[str, Callable[[TicketClient, TerminalConfig, argparse.Namespace],
 }
 
 CSV_EXPORTS: dict[str, tuple[Sequence[str], Callable[[Any], list[dict[str, Any]]]]] = {
-    "admin report": (REPORT_CSV_COLUMNS, report_csv),
+    "admin report": (views.REPORT_CSV_COLUMNS, views.report_csv),
     "admin ledger": (tuple(field.name for field in fields(LedgerEntry)), list),
 }
 """Commands that take --csv FILE: their columns, and their JSON document as spreadsheet rows."""
@@ -267,7 +213,7 @@ def run_command(client: TicketClient, config: TerminalConfig, args: argparse.Nam
             return EXIT_USAGE
         err.print(f"CSV written to {Path(args.csv).resolve()} ({plural(count, 'row')} and a header).")
     if config.json:
-        print_json(document)
+        views.print_json(document)
     else:
         out.print(view)
     return EXIT_OK
@@ -285,18 +231,18 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) ->
 def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as_json: bool, err: Console) -> int:
     """Print a refusal or an outage the way the caller asked, and return its exit code."""
     if as_json:
-        print_json(error_document(exc, client))
+        views.print_json(views.error_document(exc, client))
     elif isinstance(exc, Unavailable):
-        show_unavailable(err, exc, client)
+        views.show_unavailable(err, exc, client)
     else:
-        show_refusal(err, exc)
+        views.show_refusal(err, exc)
     return EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_REFUSED
 
 
 def report_bad_seats(exc: SeatError, as_json: bool, err: Console) -> int:
     """A seat label that names no seat: the clerk's typing, caught before anything was reserved, so a usage error."""
     if as_json:
-        print_json({"error": "SeatError", "message": str(exc)})
+        views.print_json({"error": "SeatError", "message": str(exc)})
     else:
         err.print(Text.assemble(("Bad seats: ", "bold red"), str(exc)))
     return EXIT_USAGE
@@ -318,7 +264,7 @@ def run_cancel_after_asking(client: TicketClient, config: TerminalConfig, args: 
         return run_command(client, config, args, out, err)
     message = f"Event {event.id} was not cancelled (not confirmed; --yes skips the question)."
     if config.json:
-        print_json({"error": "NotConfirmed", "message": message})
+        views.print_json({"error": "NotConfirmed", "message": message})
     else:
         err.print(Text(message, style="yellow"))
     return EXIT_REFUSED
@@ -597,6 +543,16 @@ def configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Term
         parser.error("the dashboard is for people; for a document use: admin report --json")
     check_seat_arguments(parser, args)
     return config
+
+
+def tool_arguments(command: str, argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace, TerminalConfig]:
+    """For a tool `run_tool` started: `argv` as cli.py was given it, read by cli.py's own parser and checks, so the
+    tool and cli.py can never disagree about an argument."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != command:
+        parser.error(f"{TOOLS[command]} runs `{command}`: python cli.py {command} ...")
+    return parser, args, configure(parser, args)
 
 
 def open_client(parser: argparse.ArgumentParser, config: TerminalConfig) -> TicketClient:

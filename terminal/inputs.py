@@ -77,22 +77,22 @@ def parse_optional_limit(text: str) -> int | None:
 
 def parse_sector_number(text: str) -> tuple[str, int]:
     """`SECTOR=N`; split from the right so a sector name may itself contain `=`. Whether N is acceptable is the server's call."""
-    name, _, number = text.rpartition("=")
-    try:
-        value = int(number)
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not SECTOR=N (e.g. VIP=80)") from None
-    return sector_name(name, text), value
+    return sector_and_value(text, int, "SECTOR=N (e.g. VIP=80)")
 
 
 def parse_half_limit(text: str) -> tuple[str, int | None]:
     """`SECTOR=N`, or `SECTOR=none` to lift the sector's half-price limit."""
-    name, _, number = text.rpartition("=")
+    return sector_and_value(text, parse_optional_limit, "SECTOR=N or SECTOR=none (e.g. VIP=10)")
+
+
+def sector_and_value(text: str, parse: Callable[[str], Any], form: str) -> tuple[str, Any]:
+    """`SECTOR=VALUE`, the value read by `parse`; a value it refuses is reported as not being `form`."""
+    name, _, value = text.rpartition("=")
     try:
-        value = parse_optional_limit(number)
+        parsed = parse(value)
     except ValueError:
-        raise ValueError(f"{text.strip()!r} is not SECTOR=N or SECTOR=none (e.g. VIP=10)") from None
-    return sector_name(name, text), value
+        raise ValueError(f"{text.strip()!r} is not {form}") from None
+    return sector_name(name, text), parsed
 
 
 def sector_name(name: str, text: str) -> str:

@@ -184,6 +184,15 @@ class BreakerWatch(BreakerListener):
         return changes
 
 
+Entries = dict[str, tuple[str, Callable[[], None]]]
+"""A menu: the key the clerk types, the label shown and the action run."""
+
+
+def numbered(*entries: tuple[str, Callable[[], None]]) -> Entries:
+    """Menu entries keyed 1, 2, 3... in the order given, so adding one never means renumbering by hand."""
+    return {str(number): entry for number, entry in enumerate(entries, start=1)}
+
+
 class Menu:
     """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
 
@@ -196,18 +205,12 @@ class Menu:
         client.add_breaker_listener(self.watch)
         self.offers = OfferDesk(client, console)
         self.admin = AdminMenu(self)
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("List events", self.list_events),
-            "2": ("Reserve tickets", self.reserve),
-            "3": ("Confirm a reservation", self.confirm),
-            "4": ("Cancel a reservation", self.cancel),
-            "5": ("Look up a reservation", self.look_up),
-            "6": ("Server status", self.server_status),
-            "7": ("Admin: events, reservations, report, ledger", self.admin.run),
-            "8": ("Seat map of a sector", self.seat_map),
-            "9": ("Waitlist: check an entry", self.waitlist_entry),
-            "10": ("Waitlist: leave", self.leave_waitlist),
-        }
+        self.actions = numbered(
+            ("List events", self.list_events), ("Reserve tickets", self.reserve), ("Confirm a reservation", self.confirm),
+            ("Cancel a reservation", self.cancel), ("Look up a reservation", self.look_up), ("Server status", self.server_status),
+            ("Admin: events, reservations, report, ledger", self.admin.run), ("Seat map of a sector", self.seat_map),
+            ("Waitlist: check an entry", self.waitlist_entry), ("Waitlist: leave", self.leave_waitlist),
+        )
 
     def run(self) -> None:
         """Until the clerk quits; the exit code is the caller's (cli.py), so the menu needs none of its own."""
@@ -365,7 +368,7 @@ class Menu:
     def server_status(self) -> None:
         self.console.print(status_view(self.client.status(), self.client))
 
-    def show_menu(self, entries: dict[str, tuple[str, Callable[[], None]]], last: tuple[str, str]) -> None:
+    def show_menu(self, entries: Entries, last: tuple[str, str]) -> None:
         menu = Table.grid(padding=(0, 1))
         for key, (label, _) in entries.items():
             menu.add_row(Text(key, style="bold cyan"), label)
@@ -397,18 +400,11 @@ class AdminMenu:
         self.client = menu.client
         self.console = menu.console
         self.token: str | None = None
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("Create an event", self.create_event),
-            "2": ("Update an event", self.update_event),
-            "3": ("Add a sector", self.add_sector),
-            "4": ("Pause sales", self.pause),
-            "5": ("Resume sales", self.resume),
-            "6": ("Cancel an event", self.cancel),
-            "7": ("Delete an event", self.delete),
-            "8": ("List reservations", self.reservations),
-            "9": ("Sales report", self.report),
-            "10": ("Ledger (last 20 entries)", self.ledger),
-        }
+        self.actions = numbered(
+            ("Create an event", self.create_event), ("Update an event", self.update_event), ("Add a sector", self.add_sector),
+            ("Pause sales", self.pause), ("Resume sales", self.resume), ("Cancel an event", self.cancel), ("Delete an event", self.delete),
+            ("List reservations", self.reservations), ("Sales report", self.report), ("Ledger (last 20 entries)", self.ledger),
+        )
 
     def run(self) -> None:
         """Until 'b'. A refusal or an outage is shown and the sub-menu stays, except Forbidden, which leaves it."""

@@ -6,16 +6,20 @@ reading a pseudo-terminal's screen) is below it."""
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Self
+
+import pexpect
 
 from tools.harness import ROOT, free_port
 from tools.harness import Child as Process
 from tools.harness import start_child as start
 
-__all__ = ["ROOT", "Process", "Transcript", "free_port", "plain_text", "start", "terminals", "wait_until"]
+__all__ = ["ROOT", "Process", "PseudoTerminal", "Transcript", "free_port", "plain_text", "start", "terminals", "wait_until"]
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -50,6 +54,29 @@ class Transcript:
 def plain_text(text: str) -> str:
     """Terminal output without its colour and cursor escape sequences."""
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+class PseudoTerminal:
+    """`python ARGS` in a pseudo-terminal, as a person at a keyboard runs it, with everything it showed kept.
+    As a context manager it is closed (killed if need be) on the way out, so `child.exitstatus` is set after."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], *, timeout: float = 20,
+                 dimensions: tuple[int, int] = (50, 200)) -> None:
+        self.child = pexpect.spawn(sys.executable, list(args), cwd=str(ROOT), env=dict(env), encoding="utf-8", timeout=timeout,
+                                   dimensions=dimensions)
+        self.seen: list[str] = []
+        self.child.logfile_read = Transcript(self.seen)
+
+    @property
+    def screen(self) -> str:
+        """Everything shown so far, without escape sequences."""
+        return plain_text("".join(self.seen))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.child.close(force=True)
 
 
 @contextmanager

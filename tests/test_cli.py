@@ -16,7 +16,7 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT, Transcript, free_port, plain_text, start, wait_until
+from procs import ROOT, PseudoTerminal, free_port, start, wait_until
 
 from cli import main, parse_half_limit, parse_sector, parse_sector_number
 from client_core import TicketClient, format_money
@@ -203,11 +203,8 @@ def test_swarm_sells_every_ticket_exactly_once(cluster) -> None:
 
 
 def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> None:
-    menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
-                         env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
-    seen: list[str] = []
-    menu.logfile_read = Transcript(seen)
-    try:
+    with PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address], {**CLEAN_ENV, "TERM": "xterm"}) as pty:
+        menu = pty.child
         for prompt, answer in (("Choose", "2"), ("Event id", "1"), ("Sector", "VIP"), ("Quantity", "2"), ("Name", "Caio Lima"),
                                ("Email", "caio@example.com"), ("Category", "half"), ("Confirm now", "y"),
                                ("Payment reference", "")):
@@ -225,9 +222,7 @@ def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> N
         menu.expect("Choose")
         menu.sendline("q")
         menu.expect(pexpect.EOF)
-    finally:
-        menu.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert menu.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 680,00" in screen and "held" in screen

@@ -101,11 +101,7 @@ def describe_demo(cluster: LocalCluster, config: TerminalConfig, out: Console) -
 
 def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`demo --no-interactive ...`)."""
-    parser = cli.build_parser()
-    args = parser.parse_args(argv)
-    if args.command != "demo":
-        parser.error("tools.demo runs the demo: python cli.py demo")
-    config = cli.configure(parser, args)
+    _, args, config = cli.tool_arguments("demo", argv)
     stop_on_signals()
     out = PromptConsole(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)

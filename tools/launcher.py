@@ -28,19 +28,8 @@ class LocalCluster:
     """Name servers and ticket servers sharing one SQLite file in `data`; every server registers with every
     name server. Given `tls` (certificate, key and CA files), every hop is TLS."""
 
-    def __init__(
-        self,
-        data: Path,
-        *,
-        servers: int = 2,
-        name_servers: int = 1,
-        ns_port: int = 0,
-        port_base: int = 0,
-        server_args: Sequence[str] = (),
-        ttl: float | None = None,
-        tls: TLSFiles | None = None,
-        database: str = "",
-    ) -> None:
+    def __init__(self, data: Path, *, servers: int = 2, name_servers: int = 1, ns_port: int = 0, port_base: int = 0,
+                 server_args: Sequence[str] = (), ttl: float | None = None, tls: TLSFiles | None = None, database: str = "") -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.db = database or self.data / "tickets.db"

@@ -500,11 +500,7 @@ def run_tour(console: Console, auto: bool, data: Path | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`tour [--auto]`); 130 when interrupted (Ctrl-C or SIGTERM)."""
-    parser = cli.build_parser()
-    args = parser.parse_args(argv)
-    if args.command != "tour":
-        parser.error("tools.tour runs the tour: python cli.py tour")
-    cli.configure(parser, args)
+    _, args, _ = cli.tool_arguments("tour", argv)
     stop_on_signals()
     try:
         return run_tour(PromptConsole(highlight=False, soft_wrap=True), auto=args.auto)

@@ -80,11 +80,7 @@ def show_swarm(client: TicketClient, config: TerminalConfig, args: argparse.Name
 
 def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`swarm --event 1 ...`, global options included)."""
-    parser = cli.build_parser()
-    args = parser.parse_args(argv)
-    if args.command != "swarm":
-        parser.error("tools.swarm runs the swarm: python cli.py swarm --event ID")
-    config = cli.configure(parser, args)
+    parser, args, config = cli.tool_arguments("swarm", argv)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     client = cli.open_client(parser, config)
