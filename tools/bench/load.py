@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from rpyc.core import consts
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
 
+from backoff import Backoff
 from client_core import CLIENT_CONFIG
 from tools.bench import (
     CALL_TIMEOUT_SECONDS,
@@ -37,6 +38,8 @@ from tools.bench import (
 from tools.harness import Child
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LISTEN_RETRY = Backoff(base=0.01, ceiling=0.01, low=1.0, high=1.0)
+"""10 ms between tries of a server that printed its readiness line a moment before it listens."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -106,17 +109,20 @@ def connect(address: str) -> rpyc.Connection:
     return connect_stream(stream, rpyc.VoidService, dict(CLIENT_CONFIG, sync_request_timeout=CALL_TIMEOUT_SECONDS))
 
 
-def connect_when_listening(address: str, timeout: float = START_TIMEOUT_SECONDS) -> rpyc.Connection:
+def connect_when_listening(address: str, timeout: float = START_TIMEOUT_SECONDS,
+                           sleep: Callable[[float], object] = time.sleep) -> rpyc.Connection:
     """The first connection to a server: server.py prints its readiness line from the main thread while
     another thread may still be about to call listen(), so a refusal right then means "not yet"."""
     deadline = time.monotonic() + timeout
+    attempt = 0
     while True:
         try:
             return connect(address)
         except ConnectionRefusedError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.01)
+            sleep(LISTEN_RETRY.delay(attempt))
+            attempt += 1
 
 
 def call(connection: rpyc.Connection, method: str, *args: Any) -> Any:
