@@ -42,6 +42,7 @@ from records import Event, LedgerEntry
 from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
 from terminal import views
 from terminal.config import CAFILE_ENV, DEFAULT_NAME_SERVER, DEFAULT_TIMEOUT_SECONDS, ConfigError, TerminalConfig, terminal_config
+from terminal.console import PromptConsole
 from terminal.dashboard import Dashboard
 from terminal.inputs import (
     TOKEN_ENV,
@@ -54,7 +55,7 @@ from terminal.inputs import (
     positive_int,
     positive_seconds,
 )
-from terminal.menu import Menu, PromptConsole
+from terminal.menu import Menu
 from terminal.watch import EventWatch
 from terminal.widgets import plural
 

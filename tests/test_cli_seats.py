@@ -25,7 +25,7 @@ from cli import main
 from client_core import TicketClient
 from records import AvailabilityUpdate, Event, SeatMap, Sector
 from seating import label
-from terminal.menu import PromptConsole
+from terminal.console import PromptConsole
 from terminal.views import hold_clock, seat_map_document, seat_map_view
 from terminal.watch import EventWatch
 

@@ -23,8 +23,9 @@ import cli
 from client_core import TicketClient
 from net.tls import TLSFiles
 from terminal.config import TerminalConfig
+from terminal.console import PromptConsole
 from terminal.inputs import TOKEN_ENV
-from terminal.menu import Menu, PromptConsole
+from terminal.menu import Menu
 from tools.harness import LaunchError, stop_on_signals
 from tools.launcher import LocalCluster
 from tools.pgcluster import PgCluster, PostgresUnavailable

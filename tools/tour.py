@@ -44,7 +44,7 @@ from client_core import (
     WaitlistEntry,
     is_server_failure,
 )
-from terminal.menu import PromptConsole
+from terminal.console import PromptConsole
 from tools.harness import LaunchError, free_port, stop_child, stop_on_signals
 from tools.launcher import LocalCluster
 
