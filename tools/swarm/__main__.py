@@ -3,7 +3,7 @@
 cli.py starts this as `python -m tools.swarm` with its own arguments, so the product never imports a tool;
 the arguments are read by cli.py's parser (`cli.configure`), so the two can never disagree about them, and
 the answer is shown with the terminal's own views. Exit codes are cli.py's: 0 consistent, 1 refused, 3 no
-server answered, 4 the audit found an inconsistency.
+server answered, 4 the audit found an inconsistency, 130 interrupted (Ctrl-C, or SIGTERM passed on by cli.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from errors import ReservationError, Unavailable
 from records import Event
 from terminal.config import TerminalConfig
 from terminal.views import print_json
+from tools.harness import stop_on_signals
 from tools.swarm import SwarmPlan, SwarmReport, run_swarm
 
 
@@ -81,6 +82,7 @@ def show_swarm(client: TicketClient, config: TerminalConfig, args: argparse.Name
 def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`swarm --event 1 ...`, global options included)."""
     parser, args, config = cli.tool_arguments("swarm", argv)
+    stop_on_signals()
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     client = cli.open_client(parser, config)
