@@ -1,11 +1,11 @@
 """The box office at the counter: a menu for clerks, subcommands for scripts, a swarm of terminals that
 proves nothing is sold twice, and a one-command demo that starts the whole system.
 
-The terminal is three files. This one is the way in: what the user typed (arguments), the commands for
-scripts and their exit codes, the swarm, the demo and `main`. How answers look (tables, seat maps, JSON, how a
-refusal or an outage is shown) is in views.py; the clerk's interactive menu is in menu.py. Both faces show
-answers through views.py, so they look alike. The live views have rooms of their own: the admin dashboard
-(dashboard.py) and `watch` (watch.py).
+This file is the terminal's door: what the user typed (the parser), the commands for scripts and their exit
+codes, and `main`, which dispatches. Its parts are in terminal/: how what is typed is read (inputs.py), the
+settings every command reads (config.py), how answers look (views.py and the pieces in widgets.py), the clerk's
+menu (menu.py) and the live views (dashboard.py, watch.py). `demo`, `swarm` and `tour` are tools: they run as
+programs of their own (`python -m tools.demo`, ...), so the product imports no tool.
 
 The terminal is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
 be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
@@ -22,157 +22,74 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import secrets
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.text import Text
 
-from client_core import (
-    Event,
-    LedgerEntry,
-    ReservationError,
-    TicketClient,
-    Unavailable,
-    parse_address,
-)
-from net.tls import TLSConfigError, TLSFiles, client_context, server_context
+from client_core import TicketClient
+from errors import ReservationError, Unavailable
+from net.tls import TLSConfigError, client_context, server_context
+from records import Event, LedgerEntry
 from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
+from terminal import views
+from terminal.config import CAFILE_ENV, DEFAULT_NAME_SERVER, DEFAULT_TIMEOUT_SECONDS, ConfigError, TerminalConfig, terminal_config
+from terminal.console import PromptConsole
 from terminal.dashboard import Dashboard
-from terminal.menu import Menu, PromptConsole
-from terminal.views import (
-    REPORT_CSV_COLUMNS,
+from terminal.inputs import (
     TOKEN_ENV,
-    error_document,
-    events_table,
-    ledger_table,
-    parse_optional_limit,
+    argument,
+    host_port,
+    host_ports,
+    parse_half_limit,
     parse_sector,
-    plural,
-    print_json,
-    report_csv,
-    report_document,
-    report_table,
-    reservation_view,
-    reservations_table,
-    seat_map_document,
-    seat_map_view,
-    show_refusal,
-    show_unavailable,
-    status_view,
-    swarm_view,
-    ticket_view,
-    waitlist_entry_view,
+    parse_sector_number,
+    positive_int,
+    positive_seconds,
 )
+from terminal.menu import Menu
 from terminal.watch import EventWatch
-from tools.launcher import LaunchError, LocalCluster
-from tools.swarm import SwarmPlan, run_swarm
-from tools.tour import run_tour
+from terminal.widgets import plural
 
+__all__ = ["main", "parse_half_limit", "parse_sector", "parse_sector_number"]
+
+HERE = Path(__file__).resolve().parent
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INCONSISTENT = 4
 EXIT_INTERRUPTED = 130
-DEMO_POSTGRES_TOKEN_FILE = "postgres.admin-token"
-
-DEFAULT_NAME_SERVER = "127.0.0.1:18811"
-CAFILE_ENV = "BILHETERIA_CAFILE"
-
-
-# -- what the user typed --------------------------------------------------------------------------------
-# parse_sector, parse_optional_limit and TOKEN_ENV are read by the menu too, so they are in views.py.
-
-
-def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse `type` that reports our own message instead of argparse's generic one."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-def _host_port(text: str) -> str:
-    parse_address(text)
-    return text.strip()
-
-
-def _host_ports(text: str) -> list[str]:
-    """One HOST:PORT or several separated by commas."""
-    return [_host_port(item) for item in text.split(",") if item.strip()]
-
-
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"expected a whole number of 1 or more, got {text!r}")
-    return int(text)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ValueError(f"expected a number of seconds above 0, got {text!r}")
-    return seconds
-
-
-def parse_sector_number(text: str) -> tuple[str, int]:
-    """`SECTOR=N`; split from the right so a sector name may itself contain `=`. Whether N is acceptable is the server's call."""
-    name, _, number = text.rpartition("=")
-    try:
-        value = int(number)
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not SECTOR=N (e.g. VIP=80)") from None
-    return _sector_name(name, text), value
-
-
-def parse_half_limit(text: str) -> tuple[str, int | None]:
-    """`SECTOR=N`, or `SECTOR=none` to lift the sector's half-price limit."""
-    name, _, number = text.rpartition("=")
-    try:
-        value = parse_optional_limit(number)
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not SECTOR=N or SECTOR=none (e.g. VIP=10)") from None
-    return _sector_name(name, text), value
-
-
-def _sector_name(name: str, text: str) -> str:
-    if not name.strip():
-        raise ValueError(f"{text.strip()!r} names no sector")
-    return name.strip()
+TOOLS = {"demo": "tools.demo", "swarm": "tools.swarm", "tour": "tools.tour"}
+"""Commands run by a tool as a program of its own: the product imports no tool."""
 
 
 # -- commands for scripts -----------------------------------------------------------------------------------
 
 Outcome = tuple[Any, RenderableType]
 """What a command answered: the JSON document, and the same answer for a human."""
+Command = Callable[[TicketClient, TerminalConfig, argparse.Namespace], Outcome]
 
 
-def command_events(client: TicketClient, args: argparse.Namespace) -> Outcome:
+def command_events(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     events = client.list_events()
-    return [asdict(event) for event in events], events_table(events)
+    return [asdict(event) for event in events], views.events_table(events)
 
 
-def command_reserve(client: TicketClient, args: argparse.Namespace) -> Outcome:
+def command_reserve(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     seats = chosen_seats(client, args) if args.seats else None
     quantity = args.quantity if args.quantity is not None else len(seats or ())
     reservation = client.reserve(args.event_id, quantity, args.name, args.email, sector=args.sector,
                                  category=args.category, confirm=args.confirm, seats=seats)
-    return asdict(reservation), reservation_view(reservation)
+    return asdict(reservation), views.reservation_view(reservation)
 
 
 def chosen_seats(client: TicketClient, args: argparse.Namespace) -> tuple[str, ...]:
@@ -186,116 +103,80 @@ def chosen_seats(client: TicketClient, args: argparse.Namespace) -> tuple[str, .
     return parse_selection(args.seats, MAX_ROWS, MAX_SEATS_PER_ROW)
 
 
-def command_confirm(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reservation = client.confirm(args.code, args.email, payment_ref=args.payment_ref)
-    return asdict(reservation), ticket_view(reservation)
-
-
-def command_seats(client: TicketClient, args: argparse.Namespace) -> Outcome:
+def command_seats(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     seat_map = client.get_seat_map(args.event_id, args.sector)
-    return seat_map_document(seat_map), seat_map_view(seat_map)
+    return views.seat_map_document(seat_map), views.seat_map_view(seat_map)
 
 
-def command_waitlist_join(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    entry = client.join_waitlist(args.event_id, args.quantity, args.name, args.email, sector=args.sector)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_waitlist_show(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    entry = client.get_waitlist_entry(args.entry_id, args.email)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_waitlist_leave(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    entry = client.leave_waitlist(args.entry_id, args.email)
-    return asdict(entry), waitlist_entry_view(entry)
-
-
-def command_cancel(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reservation = client.cancel(args.code, args.email)
-    return asdict(reservation), reservation_view(reservation)
-
-
-def command_show(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reservation = client.get_reservation(args.code, args.email)
-    return asdict(reservation), reservation_view(reservation)
-
-
-def command_status(client: TicketClient, args: argparse.Namespace) -> Outcome:
+def command_status(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
     status = client.status()
     document = {"current_server": client.current_server, "breakers": client.breaker_states(), "status": asdict(status)}
-    return document, status_view(status, client)
+    return document, views.status_view(status, client)
 
 
-def command_create_event(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event = client.create_event(args.token, args.name, args.venue, args.starts_at, args.sectors)
-    return asdict(event), events_table([event], title="Event created")
-
-
-def command_admin_update(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event = client.update_event(args.token, args.event_id, name=args.name, venue=args.venue, starts_at=args.starts_at,
-                                capacities=args.capacities, half_limits=args.half_limits)
-    return asdict(event), events_table([event], title="Event updated")
-
-
-def command_admin_add_sector(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event = client.add_sector(args.token, args.event_id, args.name, args.price_cents, args.capacity, args.half_limit)
-    return asdict(event), events_table([event], title="Sector added")
-
-
-def command_admin_pause(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event = client.pause_event(args.token, args.event_id)
-    return asdict(event), events_table([event], title="Sales paused")
-
-
-def command_admin_resume(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event = client.resume_event(args.token, args.event_id)
-    return asdict(event), events_table([event], title="Sales resumed")
-
-
-def command_admin_cancel(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    event, cancelled = client.cancel_event(args.token, args.event_id)
-    view = Group(events_table([event], title="Event cancelled"), Text(f"{plural(cancelled, 'reservation')} cancelled."))
+def command_admin_cancel(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+    event, cancelled = client.cancel_event(config.token, args.event_id)
+    view = Group(views.events_table([event], title="Event cancelled"), Text(f"{plural(cancelled, 'reservation')} cancelled."))
     return {"event": asdict(event), "cancelled_reservations": cancelled}, view
 
 
-def command_admin_delete(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    client.delete_event(args.token, args.event_id)
+def command_admin_delete(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+    client.delete_event(config.token, args.event_id)
     return {"deleted": args.event_id}, Text(f"Event {args.event_id} deleted.")
 
 
-def command_admin_reservations(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    found = client.list_reservations(args.token, event_id=args.event, email=args.email, status=args.status)
-    return [asdict(reservation) for reservation in found], reservations_table(found)
+def command_admin_reservations(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+    found = client.list_reservations(config.token, event_id=args.event, email=args.email, status=args.status)
+    return [asdict(reservation) for reservation in found], views.reservations_table(found)
 
 
-def command_admin_report(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    reports = client.report(args.token)
-    return report_document(reports), report_table(reports)
+def command_admin_report(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+    reports = client.report(config.token)
+    return views.report_document(reports), views.report_table(reports)
 
 
-def command_admin_ledger(client: TicketClient, args: argparse.Namespace) -> Outcome:
-    entries = client.ledger(args.token, since=args.since, limit=args.limit)
+def command_admin_ledger(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+    entries = client.ledger(config.token, since=args.since, limit=args.limit)
     title = f"Ledger after entry {args.since}" if args.since else "Ledger"
-    return [asdict(entry) for entry in entries], ledger_table(entries, title=title)
+    return [asdict(entry) for entry in entries], views.ledger_table(entries, title=title)
 
 
-COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
+def one_record(view: Callable[[Any], RenderableType], call: Callable[[TicketClient, TerminalConfig, argparse.Namespace], Any]) -> Command:
+    """A command whose answer is one record: its fields are the JSON document, `view(record)` the human answer."""
+
+    def command(client: TicketClient, config: TerminalConfig, args: argparse.Namespace) -> Outcome:
+        record = call(client, config, args)
+        return asdict(record), view(record)
+
+    return command
+
+
+def event_view(title: str) -> Callable[[Event], RenderableType]:
+    """An event as an admin command left it."""
+    return lambda event: views.events_table([event], title=title)
+
+
+COMMANDS: dict[str, Command] = {
     "events": command_events,
     "reserve": command_reserve,
-    "confirm": command_confirm,
-    "cancel": command_cancel,
-    "show": command_show,
+    "confirm": one_record(views.ticket_view, lambda client, _, args: client.confirm(args.code, args.email, payment_ref=args.payment_ref)),
+    "cancel": one_record(views.reservation_view, lambda client, _, args: client.cancel(args.code, args.email)),
+    "show": one_record(views.reservation_view, lambda client, _, args: client.get_reservation(args.code, args.email)),
     "status": command_status,
     "seats": command_seats,
-    "waitlist join": command_waitlist_join,
-    "waitlist show": command_waitlist_show,
-    "waitlist leave": command_waitlist_leave,
-    "create-event": command_create_event,
-    "admin update": command_admin_update,
-    "admin add-sector": command_admin_add_sector,
-    "admin pause": command_admin_pause,
-    "admin resume": command_admin_resume,
+    "waitlist join": one_record(views.waitlist_entry_view, lambda client, _, args: client.join_waitlist(
+        args.event_id, args.quantity, args.name, args.email, sector=args.sector)),
+    "waitlist show": one_record(views.waitlist_entry_view, lambda client, _, args: client.get_waitlist_entry(args.entry_id, args.email)),
+    "waitlist leave": one_record(views.waitlist_entry_view, lambda client, _, args: client.leave_waitlist(args.entry_id, args.email)),
+    "create-event": one_record(event_view("Event created"), lambda client, config, args: client.create_event(
+        config.token, args.name, args.venue, args.starts_at, args.sectors)),
+    "admin update": one_record(event_view("Event updated"), lambda client, config, args: client.update_event(
+        config.token, args.event_id, name=args.name, venue=args.venue, starts_at=args.starts_at, capacities=args.capacities,
+        half_limits=args.half_limits)),
+    "admin add-sector": one_record(event_view("Sector added"), lambda client, config, args: client.add_sector(
+        config.token, args.event_id, args.name, args.price_cents, args.capacity, args.half_limit)),
+    "admin pause": one_record(event_view("Sales paused"), lambda client, config, args: client.pause_event(config.token, args.event_id)),
+    "admin resume": one_record(event_view("Sales resumed"), lambda client, config, args: client.resume_event(config.token, args.event_id)),
     "admin cancel": command_admin_cancel,
     "admin delete": command_admin_delete,
     "admin reservations": command_admin_reservations,
@@ -304,7 +185,7 @@ COMMANDS: dict[str, Callable[[TicketClient, argparse.Namespace], Outcome]] = {
 }
 
 CSV_EXPORTS: dict[str, tuple[Sequence[str], Callable[[Any], list[dict[str, Any]]]]] = {
-    "admin report": (REPORT_CSV_COLUMNS, report_csv),
+    "admin report": (views.REPORT_CSV_COLUMNS, views.report_csv),
     "admin ledger": (tuple(field.name for field in fields(LedgerEntry)), list),
 }
 """Commands that take --csv FILE: their columns, and their JSON document as spreadsheet rows."""
@@ -316,14 +197,14 @@ def command_name(args: argparse.Namespace) -> str:
     return f"{args.command} {action}" if action else args.command
 
 
-def run_command(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+def run_command(client: TicketClient, config: TerminalConfig, args: argparse.Namespace, out: Console, err: Console) -> int:
     name = command_name(args)
     try:
-        document, view = COMMANDS[name](client, args)
+        document, view = COMMANDS[name](client, config, args)
     except (ReservationError, Unavailable) as exc:
-        return report_failure(exc, client, args.json, err)
+        return report_failure(exc, client, config.json, err)
     except SeatError as exc:
-        return report_bad_seats(exc, args.json, err)
+        return report_bad_seats(exc, config.json, err)
     if getattr(args, "csv", None):
         try:
             columns, rows = CSV_EXPORTS[name]
@@ -332,8 +213,8 @@ def run_command(client: TicketClient, args: argparse.Namespace, out: Console, er
             err.print(Text.assemble(("Cannot write ", "bold red"), f"{args.csv}: {exc.strerror or exc}"))
             return EXIT_USAGE
         err.print(f"CSV written to {Path(args.csv).resolve()} ({plural(count, 'row')} and a header).")
-    if args.json:
-        print_json(document)
+    if config.json:
+        views.print_json(document)
     else:
         out.print(view)
     return EXIT_OK
@@ -351,49 +232,49 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) ->
 def report_failure(exc: ReservationError | Unavailable, client: TicketClient, as_json: bool, err: Console) -> int:
     """Print a refusal or an outage the way the caller asked, and return its exit code."""
     if as_json:
-        print_json(error_document(exc, client))
+        views.print_json(views.error_document(exc, client))
     elif isinstance(exc, Unavailable):
-        show_unavailable(err, exc, client)
+        views.show_unavailable(err, exc, client)
     else:
-        show_refusal(err, exc)
+        views.show_refusal(err, exc)
     return EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_REFUSED
 
 
 def report_bad_seats(exc: SeatError, as_json: bool, err: Console) -> int:
     """A seat label that names no seat: the clerk's typing, caught before anything was reserved, so a usage error."""
     if as_json:
-        print_json({"error": "SeatError", "message": str(exc)})
+        views.print_json({"error": "SeatError", "message": str(exc)})
     else:
         err.print(Text.assemble(("Bad seats: ", "bold red"), str(exc)))
     return EXIT_USAGE
 
 
-def run_cancel_after_asking(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+def run_cancel_after_asking(client: TicketClient, config: TerminalConfig, args: argparse.Namespace, out: Console, err: Console) -> int:
     """`admin cancel` without --yes: name the event and ask (on stderr, so --json output stays one document).
     No answer (end of input) is a no; a no exits 1 because the cancellation asked for did not happen."""
     try:
         event = client.get_event(args.event_id)
     except (ReservationError, Unavailable) as exc:
-        return report_failure(exc, client, args.json, err)
+        return report_failure(exc, client, config.json, err)
     question = Text(f"Cancel event {event.id}, {event.name}? Every held or confirmed reservation in it will be cancelled")
     try:
         confirmed = Confirm.ask(question, default=False, console=err)
     except EOFError:
         confirmed = False
     if confirmed:
-        return run_command(client, args, out, err)
+        return run_command(client, config, args, out, err)
     message = f"Event {event.id} was not cancelled (not confirmed; --yes skips the question)."
-    if args.json:
-        print_json({"error": "NotConfirmed", "message": message})
+    if config.json:
+        views.print_json({"error": "NotConfirmed", "message": message})
     else:
         err.print(Text(message, style="yellow"))
     return EXIT_REFUSED
 
 
-def show_dashboard(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
+def show_dashboard(client: TicketClient, config: TerminalConfig, args: argparse.Namespace, out: Console, err: Console) -> int:
     """`--once`: one frame, and the usual exit codes. Live: outages are shown in the frame and retried; the exit
     code says whether the last reading worked. A refusal (wrong token) ends it with exit 1."""
-    dashboard = Dashboard(client, args.token)
+    dashboard = Dashboard(client, config.token or "")
     try:
         if args.once:
             dashboard.read()
@@ -415,117 +296,39 @@ def show_watch(client: TicketClient, args: argparse.Namespace, out: Console, err
     return EXIT_OK
 
 
-# -- the swarm ----------------------------------------------------------------------------------------------
+# -- the tools ----------------------------------------------------------------------------------------------
 
 
-def show_swarm(client: TicketClient, args: argparse.Namespace, out: Console, err: Console) -> int:
-    """Run the swarm (swarm.py) behind a progress bar, then show its report; exit 4 when the audit failed."""
-    plan = SwarmPlan(name_servers=tuple(args.name_servers), servers=tuple(args.servers), timeout=args.timeout, event_id=args.event,
-                     quantity=args.quantity, sector=args.sector, confirm=args.confirm, max_per_client=args.max_per_client,
-                     clients=args.clients, processes=args.processes, cafile=args.cafile)
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, disable=not err.is_terminal, transient=True)
-    with bar:
-        task = bar.add_task(f"{args.clients} terminals", total=None)
+def run_tool(command: str, argv: Sequence[str]) -> int:
+    """`demo`, `swarm` and `tour` are tools (tools/), run as programs of their own with the arguments given here, so
+    the product never imports them. The tool's exit code is ours; a SIGINT or SIGTERM sent to us is passed on, so
+    the tool stops its own children cleanly before we exit."""
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *([path] if path else [])])}
+    tool = subprocess.Popen([sys.executable, "-m", TOOLS[command], *argv], env=env)
 
-        def started(event: Event, goal: int) -> None:
-            bar.update(task, description=f"{args.clients} terminals buying from {event.name}", total=goal)
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if tool.poll() is None:
+            tool.send_signal(signum)
 
-        def sold(quantity: int) -> None:
-            bar.advance(task, quantity)
-
-        report = run_swarm(client, plan, started, sold)
-    if args.json:
-        print_json(asdict(report))
-    else:
-        out.print(swarm_view(report))
-    return EXIT_OK if report.consistent else EXIT_INCONSISTENT
-
-
-# -- the demo -----------------------------------------------------------------------------------------------
-
-
-def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
-    """Start a local cluster (launcher.py), then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
-    files = TLSFiles(args.certfile, args.keyfile, args.cafile) if args.certfile else None
-    cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
-                           port_base=args.port_base, tls=files, database=args.database, server_args=args.server_args)
-    for sentence in cluster.moved:
-        out.print(Text(sentence, style="yellow"))
-    # SIGTERM becomes KeyboardInterrupt, so `kill` takes the same clean way out as Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with out.status("Starting…") as spinner:
-            cluster.start(progress=spinner.update)
-        describe_demo(cluster, out)
-        if args.no_interactive:
-            listing = ", ".join(cluster.name_server_addresses)
-            out.print(f"Demo ready: name server{'s' if len(cluster.ns_ports) > 1 else ''} {listing}. Stop with Ctrl-C or SIGTERM.")
-            while True:
-                signal.pause()
-        with TicketClient(cluster.name_server_addresses, timeout=args.timeout, cafile=cluster.cafile) as client:
-            Menu(client, out).run()
-            return EXIT_OK
-    except LaunchError as exc:
-        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
-        return EXIT_UNAVAILABLE
-    except (KeyboardInterrupt, EOFError):
-        out.print()
-        return EXIT_OK
+        code = tool.wait()
     finally:
-        if cluster.children():
-            with out.status("Stopping the demo processes…"):
-                cluster.stop()
-            out.print("Demo stopped.")
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code if code >= 0 else 128 - code
 
 
-def check_demo_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_demo_tls(parser: argparse.ArgumentParser, args: argparse.Namespace, config: TerminalConfig) -> None:
     """All three PEM files, and usable, before any process starts (a child would only say so in its log)."""
-    if not (args.certfile and args.keyfile and args.cafile):
+    if not (args.certfile and args.keyfile and config.cafile):
         parser.error("demo with TLS needs all three of --certfile, --keyfile and --cafile")
     try:
         server_context(args.certfile, args.keyfile)
-        client_context(args.cafile)
+        client_context(config.cafile)
     except TLSConfigError as exc:
         parser.error(str(exc))
-
-
-def run_demo_on_postgres(args: argparse.Namespace, out: Console, err: Console) -> int:
-    """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
-    The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
-    from tools.pgcluster import PgCluster, PostgresUnavailable
-
-    try:
-        with out.status("Starting a throwaway PostgreSQL…"):
-            postgres = PgCluster().start()
-    except PostgresUnavailable as exc:
-        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
-        return EXIT_UNAVAILABLE
-    try:
-        token_file = Path(args.data) / DEMO_POSTGRES_TOKEN_FILE
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(secrets.token_urlsafe(24) + "\n")
-        token_file.chmod(0o600)
-        args.database = postgres.create_database("bilheteria")
-        args.server_args = ("--admin-token", token_file.read_text().strip())
-        out.print(f"PostgreSQL: {args.database}, in {postgres.directory} until the demo stops")
-        return run_demo(args, out, err)
-    finally:
-        postgres.destroy()
-
-
-def describe_demo(cluster: LocalCluster, out: Console) -> None:
-    for child in cluster.children():
-        out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
-    out.print(f"Logs: {cluster.data}{os.sep}*.log")
-    if os.environ.get(TOKEN_ENV):
-        out.print(f"Admin token: the one in ${TOKEN_ENV}")
-    else:
-        postgres = str(cluster.db).startswith("postgresql://")
-        out.print(f"Admin token: in {cluster.data / DEMO_POSTGRES_TOKEN_FILE if postgres else f'{cluster.db}.admin-token'}")
-    cafile = f" --cafile {cluster.cafile}" if cluster.cafile else ""
-    out.print(f"More terminals: python cli.py --name-server {','.join(cluster.name_server_addresses)}{cafile}")
 
 
 # -- arguments and main -------------------------------------------------------------------------------------
@@ -538,16 +341,15 @@ def add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> N
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    host_port = _argument(_host_port)
-    parser.add_argument("--name-server", action="extend", dest="name_servers", type=_argument(_host_ports), metavar="HOST:PORT",
+    parser.add_argument("--name-server", action="extend", dest="name_servers", type=argument(host_ports), metavar="HOST:PORT",
                         default=default(None),
                         help="a name server; repeat or separate with commas for several, the answers are merged "
                              f"(env BILHETERIA_NAME_SERVERS, comma separated; default {DEFAULT_NAME_SERVER})")
-    parser.add_argument("--server", action="append", dest="servers", type=host_port, metavar="HOST:PORT", default=default(None),
+    parser.add_argument("--server", action="append", dest="servers", type=argument(host_port), metavar="HOST:PORT", default=default(None),
                         help="a ticket server to use directly, skipping discovery; repeat for several (env BILHETERIA_SERVERS)")
     parser.add_argument("--cafile", default=default(None), metavar="PEM",
                         help=f"talk TLS to every name server and ticket server, trusting only what this CA signed (env {CAFILE_ENV})")
-    parser.add_argument("--timeout", type=float, default=default(5.0), metavar="SECONDS",
+    parser.add_argument("--timeout", type=argument(positive_seconds), default=default(DEFAULT_TIMEOUT_SECONDS), metavar="SECONDS",
                         help="give up on a call after this long, retries and failover included (default 5)")
     parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON document")
 
@@ -586,17 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--venue", required=True)
     create.add_argument("--starts-at", required=True, metavar="ISO", help="e.g. 2027-03-13T20:00:00-03:00")
-    create.add_argument("--sector", action="append", dest="sectors", type=_argument(parse_sector), required=True,
+    create.add_argument("--sector", action="append", dest="sectors", type=argument(parse_sector), required=True,
                         metavar="NAME:PRICE_CENTS:CAPACITY", help="repeat for each sector")
     add_admin_commands(command("admin", "administration: dashboard, report, ledger, and changes to events (needs the admin token)"))
     swarm = command("swarm", "many concurrent terminals buying until sold out, then a consistency check")
-    swarm.add_argument("--clients", type=_argument(_positive_int), default=50, help="concurrent terminals (default 50)")
+    swarm.add_argument("--clients", type=argument(positive_int), default=50, help="concurrent terminals (default 50)")
     swarm.add_argument("--event", type=int, required=True, help="the event id")
     swarm.add_argument("--quantity", type=int, default=1, help="tickets per purchase (default 1)")
     swarm.add_argument("--sector", help="needed when the event has several sectors")
-    swarm.add_argument("--processes", type=_argument(_positive_int), default=0,
+    swarm.add_argument("--processes", type=argument(positive_int), default=0,
                        help="spread the terminals over this many worker processes (default: threads in this one)")
-    swarm.add_argument("--max-per-client", type=_argument(_positive_int), default=None,
+    swarm.add_argument("--max-per-client", type=argument(positive_int), default=None,
                        help="stop a terminal after this many purchases (default: until sold out)")
     mode = swarm.add_mutually_exclusive_group()
     mode.add_argument("--confirm", dest="confirm", action="store_true", default=True, help="buy (default)")
@@ -604,9 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start name servers and ticket servers here, then the menu",
                                description="Start name servers and ticket servers as child processes, then the menu.")
     demo.add_argument("--data", default="data", help="directory for tickets.db, its admin token and the logs (default ./data)")
-    demo.add_argument("--replicas", "--servers", dest="server_count", type=_argument(_positive_int), default=2, metavar="N",
+    demo.add_argument("--replicas", "--servers", dest="server_count", type=argument(positive_int), default=2, metavar="N",
                       help="ticket servers to start (default 2)")
-    demo.add_argument("--name-servers", dest="name_server_count", type=_argument(_positive_int), default=1, metavar="N",
+    demo.add_argument("--name-servers", dest="name_server_count", type=argument(positive_int), default=1, metavar="N",
                       help="name servers to start; every ticket server registers with all of them (default 1)")
     demo.add_argument("--port-base", type=int, default=18861, help="first ticket server port (default 18861)")
     demo.add_argument("--ns-port", type=int, default=18811, help="first name server port (default 18811)")
@@ -616,7 +418,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
     demo.add_argument("--postgres", action="store_true",
                       help="share a throwaway PostgreSQL (from this machine's binaries) instead of data/tickets.db")
-    demo.set_defaults(database="", server_args=())
     tour = commands.add_parser("tour", help="a guided tour of the distributed-systems ideas, shown live",
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
     tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
@@ -637,7 +438,7 @@ def add_seat_commands(command: Callable[[str, str], argparse.ArgumentParser], re
     watch = command("watch", "a live view of an event's sectors and seat map, updated as other terminals sell")
     watch.add_argument("event_id", type=int, metavar="EVENT")
     watch.add_argument("--sector", help="the seated sector whose map to show (default: the event's first seated sector)")
-    watch.add_argument("--seconds", type=_argument(_positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
+    watch.add_argument("--seconds", type=argument(positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
     waitlist = command("waitlist", "the waitlist of a sold-out sector: join, show or leave")
     actions = waitlist.add_subparsers(dest="waitlist_command", metavar="ACTION", required=True)
 
@@ -689,7 +490,7 @@ def add_admin_commands(admin: argparse.ArgumentParser) -> None:
     dashboard = action("dashboard", "a live view of every sector: capacity bar, revenue, sales in the last minute")
     duration = dashboard.add_mutually_exclusive_group()
     duration.add_argument("--once", action="store_true", help="draw one frame and exit")
-    duration.add_argument("--seconds", type=_argument(_positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
+    duration.add_argument("--seconds", type=argument(positive_seconds), metavar="N", help="stop after N seconds (default: Ctrl-C)")
     report = action("report", "sales per event and sector, with totals")
     report.add_argument("--csv", metavar="FILE", help="also write the report as CSV (money in reais and in cents)")
     ledger = action("ledger", "the ledger of every change, oldest first")
@@ -705,9 +506,9 @@ def add_admin_commands(admin: argparse.ArgumentParser) -> None:
     update.add_argument("--name")
     update.add_argument("--venue")
     update.add_argument("--starts-at", metavar="ISO", help="e.g. 2027-03-13T20:00:00-03:00")
-    update.add_argument("--capacity", action="append", dest="capacities", type=_argument(parse_sector_number), default=[],
+    update.add_argument("--capacity", action="append", dest="capacities", type=argument(parse_sector_number), default=[],
                         metavar="SECTOR=N", help="a sector's new capacity; repeat for several")
-    update.add_argument("--half-limit", action="append", dest="half_limits", type=_argument(parse_half_limit), default=[],
+    update.add_argument("--half-limit", action="append", dest="half_limits", type=argument(parse_half_limit), default=[],
                         metavar="SECTOR=N|none", help="a sector's half-price limit, or none to lift it; repeat for several")
     add_sector = action("add-sector", "add a sector to an event", event=True)
     add_sector.add_argument("--name", required=True)
@@ -720,73 +521,71 @@ def add_admin_commands(admin: argparse.ArgumentParser) -> None:
     reservations.add_argument("--status", metavar="S", help="held, confirmed, cancelled or expired")
 
 
-def addresses(parser: argparse.ArgumentParser, given: list[str] | None, env: str, default: Sequence[str]) -> list[str]:
-    """Flags first, then the environment (comma separated), then the default."""
-    if given:
-        return given
-    listed = [item.strip() for item in os.environ.get(env, "").split(",") if item.strip()]
-    for item in listed:
-        try:
-            parse_address(item)
-        except ValueError as exc:
-            parser.error(f"{env}: {exc}")
-    return listed or list(default)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    out = PromptConsole(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+def configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TerminalConfig:
+    """Check what argparse cannot check alone and build the one TerminalConfig every command reads; a bad value
+    (a flag or the environment) exits 2 with one line saying which. The tools that cli.py runs call this too."""
     if args.command is None and args.json:
         parser.error("--json needs a command; the interactive menu is for people")
-    args.cafile = args.cafile or os.environ.get(CAFILE_ENV)
-    if args.command == "demo":
-        if args.json or args.servers or args.name_servers:
-            parser.error("demo starts its own name server; --name-server, --server and --json do not apply")
-        if args.certfile or args.keyfile:
-            check_demo_tls(parser, args)
-        return run_demo_on_postgres(args, out, err) if args.postgres else run_demo(args, out, err)
-    if args.command == "tour":
-        if args.json or args.servers or args.name_servers:
-            parser.error("tour starts its own cluster; --name-server, --server and --json do not apply")
-        try:
-            return run_tour(out, auto=args.auto)
-        except KeyboardInterrupt:
-            err.print("\nInterrupted.")
-            return EXIT_INTERRUPTED
-    if args.command in ("create-event", "admin"):
-        args.token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
-        if not args.token:
-            parser.error(f"{command_name(args)} needs --token (or {TOKEN_ENV})")
+    if args.command in ("demo", "tour") and (args.json or args.servers or args.name_servers):
+        parser.error(f"{args.command} starts its own {'name server' if args.command == 'demo' else 'cluster'}; "
+                     f"--name-server, --server and --json do not apply")
+    try:
+        config = terminal_config(name_servers=args.name_servers, servers=args.servers, cafile=args.cafile, timeout=args.timeout,
+                                 json=args.json, token=getattr(args, "token", None))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.command == "demo" and (args.certfile or args.keyfile):
+        check_demo_tls(parser, args, config)
+    if args.command in ("create-event", "admin") and not config.token:
+        parser.error(f"{command_name(args)} needs --token (or {TOKEN_ENV})")
     if command_name(args) == "admin update" and not (args.name or args.venue or args.starts_at or args.capacities or args.half_limits):
         parser.error("admin update needs something to change: --name, --venue, --starts-at, --capacity or --half-limit")
     if command_name(args) == "admin dashboard" and args.json:
         parser.error("the dashboard is for people; for a document use: admin report --json")
     check_seat_arguments(parser, args)
-    args.name_servers = addresses(parser, args.name_servers, "BILHETERIA_NAME_SERVERS", [DEFAULT_NAME_SERVER])
-    args.servers = addresses(parser, args.servers, "BILHETERIA_SERVERS", [])
+    return config
+
+
+def tool_arguments(command: str, argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace, TerminalConfig]:
+    """For a tool `run_tool` started: `argv` as cli.py was given it, read by cli.py's own parser and checks, so the
+    tool and cli.py can never disagree about an argument."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != command:
+        parser.error(f"{TOOLS[command]} runs `{command}`: python cli.py {command} ...")
+    return parser, args, configure(parser, args)
+
+
+def open_client(parser: argparse.ArgumentParser, config: TerminalConfig) -> TicketClient:
+    """The terminal's client, as the config says; an unusable CA file is a usage error."""
     try:
-        client = TicketClient(args.name_servers, args.servers, args.timeout, cafile=args.cafile)
+        return TicketClient(list(config.name_servers), list(config.servers), config.timeout, cafile=config.cafile)
     except TLSConfigError as exc:
         parser.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = configure(parser, args)
+    if args.command in TOOLS:
+        return run_tool(args.command, argv)
+    out = PromptConsole(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    client = open_client(parser, config)
     try:
         with client:
             if args.command is None:
-                Menu(client, out).run()
+                Menu(client, out, admin_token=config.token).run()
                 return EXIT_OK
-            if args.command == "swarm":
-                try:
-                    return show_swarm(client, args, out, err)
-                except (ReservationError, Unavailable) as exc:
-                    return report_failure(exc, client, args.json, err)
             if command_name(args) == "admin dashboard":
-                return show_dashboard(client, args, out, err)
+                return show_dashboard(client, config, args, out, err)
             if args.command == "watch":
                 return show_watch(client, args, out, err)
             if command_name(args) == "admin cancel" and not args.yes:
-                return run_cancel_after_asking(client, args, out, err)
-            return run_command(client, args, out, err)
+                return run_cancel_after_asking(client, config, args, out, err)
+            return run_command(client, config, args, out, err)
     except EOFError:
         out.print("\nBye.")
         return EXIT_OK

@@ -1,1 +1,2 @@
-"""The clerk's and the manager's screens behind cli.py: the menu, the views, the dashboard and the live watch."""
+"""The clerk's and the manager's screens behind cli.py: what is typed (inputs), the settings (config), the
+answers (views, widgets), the console that prompts (console), the menu, the dashboard and the live watch."""

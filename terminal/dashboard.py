@@ -1,6 +1,6 @@
 """The admin dashboard: every sector's capacity, takings and pace, redrawn about once a second.
 
-Presentation only, like cli.py: the numbers are the server's `SectorReport`s as they arrive, drawn as they
+Presentation only, like the rest of the terminal: the numbers are the server's `SectorReport`s as they arrive, drawn as they
 are. `render_dashboard` turns one reading into a rich renderable (so a test or `--once` can print a single
 frame); `Dashboard` reads, remembers the last good reading and drives `rich.live.Live`. A server that dies
 is the client's business (TicketClient fails over); the dashboard only says when nobody answered, keeps
@@ -19,40 +19,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from client_core import SectorReport, TicketClient, Unavailable, format_money
+from client_core import TicketClient
+from errors import Unavailable
+from records import SectorReport, format_money
+from terminal.widgets import bar_cells, breakers_text
 
 BAR_WIDTH = 30
 BAR_SEGMENTS = (("sold", "█", "green"), ("held", "▒", "yellow"), ("free", "░", "grey50"))
 """Each segment has its own character as well as its colour, so the bar also reads without colour."""
-BREAKER_STYLES = {"closed": "green", "half-open": "yellow", "open": "bold red"}
 EVENT_STATUS_STYLES = {"on_sale": "green", "paused": "yellow", "cancelled": "red"}
-
-
-def breakers_text(states: Mapping[str, str]) -> Text:
-    """This terminal's circuit breakers, one per server it has tried, coloured by state."""
-    if not states:
-        return Text("no server contacted yet", style="dim")
-    return Text(", ").join(Text(f"{server} {state}", style=BREAKER_STYLES.get(state, "")) for server, state in sorted(states.items()))
-
-
-def bar_cells(counts: Sequence[int], width: int = BAR_WIDTH) -> list[int]:
-    """Split `width` cells between `counts` in proportion (largest remainder, so they always add up to `width`);
-    a count that is not zero keeps at least one cell when the bar has room, so two tickets held out of 300 show."""
-    total = sum(counts)
-    if total <= 0:
-        return [0] * len(counts)
-    exact = [count * width / total for count in counts]
-    cells = [int(share) for share in exact]
-    by_remainder = sorted(range(len(counts)), key=lambda i: exact[i] - cells[i], reverse=True)
-    for i in by_remainder[: width - sum(cells)]:
-        cells[i] += 1
-    for i, count in enumerate(counts):
-        if count and not cells[i]:
-            widest = max(range(len(cells)), key=cells.__getitem__)
-            if cells[widest] > 1:
-                cells[widest] -= 1
-                cells[i] = 1
-    return cells
 
 
 def capacity_bar(sold: int, held: int, free: int, width: int = BAR_WIDTH) -> Text:

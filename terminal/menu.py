@@ -8,40 +8,34 @@ Both show answers through views.py, so a table looks the same in either. Like th
 holds no business rule: it asks, calls `TicketClient` and shows what the server said.
 
 Two things happen while the clerk is typing: a hold's clock ticks on the line above the prompt, and a
-waitlist offer pushed by the server pops up above it. `PromptConsole` is the console that makes both
-possible without garbling the prompt.
+waitlist offer pushed by the server pops up above it; `PromptConsole` (console.py) makes both possible
+without garbling the prompt.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any
 
-from rich.console import Console, RenderableType
 from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
 from rich.table import Table
-from rich.text import Text, TextType
+from rich.text import Text
 
-from client_core import BreakerListener, Event, Forbidden, LedgerEntry, ReservationError, SoldOut, TicketClient, Unavailable
-from records import Reservation, Sector, WaitlistEntry
+from client_core import BreakerListener, TicketClient
+from errors import Forbidden, ReservationError, SoldOut, Unavailable
+from records import Event, LedgerEntry, Reservation, Sector, WaitlistEntry
 from seating import SeatError, parse_selection
-from terminal.dashboard import breakers_text
+from terminal.console import PromptConsole
+from terminal.inputs import TOKEN_ENV, parse_optional_limit, parse_sector
 from terminal.views import (
-    TOKEN_ENV,
     events_table,
-    format_time,
     hold_clock,
     ledger_table,
     offer_panel,
-    parse_optional_limit,
-    parse_sector,
-    plural,
     report_table,
     reservation_view,
     reservations_table,
@@ -49,92 +43,13 @@ from terminal.views import (
     show_refusal,
     show_unavailable,
     status_view,
-    styled,
     ticket_view,
     waitlist_entry_view,
 )
+from terminal.widgets import breakers_text, format_time, plural, styled
 
 LEDGER_PAGE = 1000
 """Ledger entries asked for at a time when looking for the latest ones."""
-ERASE_LINE = "\r\x1b[2K"
-LINE_UP = "\x1b[1A"
-SAVE_CURSOR = "\x1b7"
-RESTORE_CURSOR = "\x1b8"
-
-
-class PromptConsole(Console):
-    """A console that knows which prompt the clerk is sitting at, so other threads can talk over it.
-
-    `announce` (from any thread) erases the prompt line, prints above it and draws the prompt again; what
-    the clerk had half typed stays in the terminal's line buffer and is still sent with Enter. Inside
-    `clock(line)`, every prompt gets `line()` drawn just above it, redrawn each second in place (cursor saved
-    and restored, so typing is undisturbed). Off a terminal (a pipe, a file) nothing is redrawn: the clock is
-    printed once per prompt and announcements are plain prints.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._screen = threading.RLock()
-        self._prompt: TextType | None = None
-        self._clock: Callable[[], Text] | None = None
-
-    def input(self, prompt: TextType = "", *, markup: bool = True, emoji: bool = True, password: bool = False,
-              stream: TextIO | None = None) -> str:
-        with self._screen:
-            if self._clock is not None:
-                self.print(self._clock())
-            self.print(prompt, markup=markup, emoji=emoji, end="")
-            self._prompt = prompt
-        try:
-            return super().input(password=password, stream=stream)
-        finally:
-            with self._screen:
-                self._prompt = None
-
-    def announce(self, renderable: RenderableType) -> None:
-        """Print above the prompt the clerk is at (or just print, when nobody is being asked anything)."""
-        with self._screen:
-            redraw = self._prompt is not None and self.is_terminal
-            if redraw:
-                self._raw(ERASE_LINE + (LINE_UP + ERASE_LINE if self._clock is not None else ""))
-            self.print(renderable, soft_wrap=False)
-            if redraw:
-                if self._clock is not None:
-                    self.print(self._clock())
-                self.print(self._prompt or "", end="")
-
-    @contextmanager
-    def clock(self, line: Callable[[], Text], every: float = 1.0) -> Iterator[None]:
-        """While inside, prompts show `line()` above them, ticking every `every` seconds on a terminal."""
-        stop = threading.Event()
-        with self._screen:
-            self._clock = line
-        ticker = threading.Thread(target=self._tick, args=(stop, every), name="hold-clock", daemon=True)
-        if self.is_terminal:
-            ticker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            with self._screen:
-                self._clock = None
-            if ticker.is_alive():
-                ticker.join(timeout=every)
-
-    def _tick(self, stop: threading.Event, every: float) -> None:
-        while not stop.wait(every):
-            with self._screen:
-                if self._prompt is None or self._clock is None:
-                    continue
-                self._raw(SAVE_CURSOR + LINE_UP + ERASE_LINE)
-                self.print(self._clock(), end="")
-                self._raw(RESTORE_CURSOR)
-
-    def _raw(self, codes: str) -> None:
-        self.file.write(codes)
-        self.file.flush()
-
-
 class OfferDesk:
     """Shows waitlist news the moment the server pushes it, above whatever the clerk is doing.
 
@@ -189,28 +104,33 @@ class BreakerWatch(BreakerListener):
         return changes
 
 
+Entries = dict[str, tuple[str, Callable[[], None]]]
+"""A menu: the key the clerk types, the label shown and the action run."""
+
+
+def numbered(*entries: tuple[str, Callable[[], None]]) -> Entries:
+    """Menu entries keyed 1, 2, 3... in the order given, so adding one never means renumbering by hand."""
+    return {str(number): entry for number, entry in enumerate(entries, start=1)}
+
+
 class Menu:
     """The clerk's loop: each action is one sequence of prompts, and no answer (refusal or outage) ends it."""
 
-    def __init__(self, client: TicketClient, console: PromptConsole) -> None:
+    def __init__(self, client: TicketClient, console: PromptConsole, admin_token: str | None = None) -> None:
         self.client = client
         self.console = console
+        self.preset_token = admin_token
+        """The token the terminal was started with (BILHETERIA_ADMIN_TOKEN), offered when Admin asks for one."""
         self.watch = BreakerWatch()
         client.add_breaker_listener(self.watch)
         self.offers = OfferDesk(client, console)
         self.admin = AdminMenu(self)
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("List events", self.list_events),
-            "2": ("Reserve tickets", self.reserve),
-            "3": ("Confirm a reservation", self.confirm),
-            "4": ("Cancel a reservation", self.cancel),
-            "5": ("Look up a reservation", self.look_up),
-            "6": ("Server status", self.server_status),
-            "7": ("Admin: events, reservations, report, ledger", self.admin.run),
-            "8": ("Seat map of a sector", self.seat_map),
-            "9": ("Waitlist: check an entry", self.waitlist_entry),
-            "10": ("Waitlist: leave", self.leave_waitlist),
-        }
+        self.actions = numbered(
+            ("List events", self.list_events), ("Reserve tickets", self.reserve), ("Confirm a reservation", self.confirm),
+            ("Cancel a reservation", self.cancel), ("Look up a reservation", self.look_up), ("Server status", self.server_status),
+            ("Admin: events, reservations, report, ledger", self.admin.run), ("Seat map of a sector", self.seat_map),
+            ("Waitlist: check an entry", self.waitlist_entry), ("Waitlist: leave", self.leave_waitlist),
+        )
 
     def run(self) -> None:
         """Until the clerk quits; the exit code is the caller's (cli.py), so the menu needs none of its own."""
@@ -222,12 +142,19 @@ class Menu:
             if choice == "q":
                 self.console.print("Bye.")
                 return
-            try:
-                self.actions[choice][1]()
-            except ReservationError as exc:
-                show_refusal(self.console, exc)
-            except Unavailable as exc:
-                show_unavailable(self.console, exc, self.client)
+            self.attempt(self.actions[choice][1])
+
+    def attempt(self, action: Callable[[], None], passing: type[ReservationError] | None = None) -> None:
+        """Run one action of a loop: a refusal or an outage is shown and the loop goes on; a refusal of the
+        `passing` kind is the caller's to handle."""
+        try:
+            action()
+        except ReservationError as exc:
+            if passing is not None and isinstance(exc, passing):
+                raise
+            show_refusal(self.console, exc)
+        except Unavailable as exc:
+            show_unavailable(self.console, exc, self.client)
 
     def status_line(self) -> Text:
         line = Text.assemble(("Server: ", "dim"), self.client.current_server or "none yet", ("   Breakers: ", "dim"),
@@ -361,7 +288,7 @@ class Menu:
     def server_status(self) -> None:
         self.console.print(status_view(self.client.status(), self.client))
 
-    def show_menu(self, entries: dict[str, tuple[str, Callable[[], None]]], last: tuple[str, str]) -> None:
+    def show_menu(self, entries: Entries, last: tuple[str, str]) -> None:
         menu = Table.grid(padding=(0, 1))
         for key, (label, _) in entries.items():
             menu.add_row(Text(key, style="bold cyan"), label)
@@ -393,18 +320,11 @@ class AdminMenu:
         self.client = menu.client
         self.console = menu.console
         self.token: str | None = None
-        self.actions: dict[str, tuple[str, Callable[[], None]]] = {
-            "1": ("Create an event", self.create_event),
-            "2": ("Update an event", self.update_event),
-            "3": ("Add a sector", self.add_sector),
-            "4": ("Pause sales", self.pause),
-            "5": ("Resume sales", self.resume),
-            "6": ("Cancel an event", self.cancel),
-            "7": ("Delete an event", self.delete),
-            "8": ("List reservations", self.reservations),
-            "9": ("Sales report", self.report),
-            "10": ("Ledger (last 20 entries)", self.ledger),
-        }
+        self.actions = numbered(
+            ("Create an event", self.create_event), ("Update an event", self.update_event), ("Add a sector", self.add_sector),
+            ("Pause sales", self.pause), ("Resume sales", self.resume), ("Cancel an event", self.cancel), ("Delete an event", self.delete),
+            ("List reservations", self.reservations), ("Sales report", self.report), ("Ledger (last 20 entries)", self.ledger),
+        )
 
     def run(self) -> None:
         """Until 'b'. A refusal or an outage is shown and the sub-menu stays, except Forbidden, which leaves it."""
@@ -418,23 +338,16 @@ class AdminMenu:
                 choice = Prompt.ask("Admin action", choices=[*self.actions, "b"], console=self.console)
                 if choice == "b":
                     return
-                try:
-                    self.actions[choice][1]()
-                except Forbidden:
-                    raise
-                except ReservationError as exc:
-                    show_refusal(self.console, exc)
-                except Unavailable as exc:
-                    show_unavailable(self.console, exc, self.client)
+                self.menu.attempt(self.actions[choice][1], passing=Forbidden)
         except Forbidden as exc:
             self.token = None
             show_refusal(self.console, exc)
             self.console.print(Text("The token was forgotten; Admin will ask for it again.", style="yellow"))
 
     def ask_token(self) -> str:
-        """Masked; the environment's token is offered as the default. One cheap admin call (the first ledger
-        entry) checks it now, so a wrong token is known before an event has been typed in."""
-        preset = os.environ.get(TOKEN_ENV, "")
+        """Masked; the token the terminal was started with is offered as the default. One cheap admin call (the
+        first ledger entry) checks it now, so a wrong token is known before an event has been typed in."""
+        preset = self.menu.preset_token or ""
         hint = f" (Enter for ${TOKEN_ENV})" if preset else ""
         token = self.menu.ask(f"Admin token{hint}", password=True, default=preset, show_default=False)
         self.client.ledger(token, since=0, limit=1)

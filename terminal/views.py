@@ -1,12 +1,11 @@
 """How the terminal's answers look: tables, panels and JSON for events, reservations, status, reports, the
-ledger and the swarm, and the one way a refusal or an outage is shown.
+ledger and seat maps, and the one way a refusal or an outage is shown.
 
 It exists so that the two faces of the terminal, the commands for scripts in cli.py and the clerk's menu
 in menu.py, show the same answer the same way: a reservation looks alike whether it was bought with
 `cli.py reserve` or at the counter. Nothing here calls the server or decides anything; every function takes
-what the server answered and returns something to print. The few things both faces read from the user
-(the admin token's environment variable, a sector typed as Name:price:capacity, a half-price limit) are at
-the end, because the menu may not import cli.py (cli.py imports the menu).
+what the server answered and returns something to print. What the user types is read in inputs.py, and the
+small pieces every screen shares (styles, times, the breakers line) are in widgets.py.
 """
 
 from __future__ import annotations
@@ -25,49 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 import seating
-from client_core import (
-    Event,
-    LedgerEntry,
-    Reservation,
-    ReservationError,
-    SectorReport,
-    ServerStatus,
-    TicketClient,
-    Unavailable,
-    format_money,
-)
-from records import SeatMap, WaitlistEntry
-from terminal.dashboard import breakers_text
-from tools.swarm import SwarmReport
-
-STATUS_STYLES = {
-    "on_sale": "green",
-    "paused": "yellow",
-    "cancelled": "red",
-    "held": "yellow",
-    "confirmed": "bold green",
-    "expired": "red",
-    "waiting": "yellow",
-    "offered": "bold green",
-    "accepted": "green",
-    "lapsed": "red",
-    "left": "dim",
-}
-
-
-def format_time(text: str | None, local: bool = True) -> str:
-    """A server timestamp for a human: holds in the clerk's local time, event starts in the venue's own."""
-    if not text:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    return (moment.astimezone() if local else moment).strftime("%d/%m/%Y %H:%M:%S" if local else "%d/%m/%Y %H:%M")
-
-
-def styled(value: str) -> Text:
-    return Text(value, style=STATUS_STYLES.get(value, ""))
+from client_core import TicketClient
+from errors import ReservationError, Unavailable
+from records import Event, LedgerEntry, Reservation, SeatMap, SectorReport, ServerStatus, WaitlistEntry, format_money
+from terminal.widgets import STATUS_STYLES, breakers_text, format_time, plural, reais, styled
 
 
 def events_table(events: Sequence[Event], title: str = "Events") -> Table:
@@ -129,13 +89,6 @@ def status_view(status: ServerStatus, client: TicketClient) -> Group:
     for event_id, event_name, sector, available in status.availability:
         availability.add_row(str(event_id), Text(event_name), Text(sector), str(available))
     return Group(summary, availability)
-
-
-def reais(cents: int) -> str:
-    """Cents as decimal reais with a dot (`680.00`): what a spreadsheet reads as a number in any locale's import."""
-    sign = "-" if cents < 0 else ""
-    whole, fraction = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{fraction:02d}"
 
 
 REPORT_COLUMNS = ("Cap.", "Held", "Sold", "Free", "Full", "Half", "Rev. full", "Rev. half", "Revenue")
@@ -218,10 +171,6 @@ def reservations_table(reservations: Sequence[Reservation]) -> Table:
     return table
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def show_refusal(console: Console, exc: ReservationError) -> None:
     console.print(Text.assemble(("Refused", "bold red"), f" ({type(exc).__name__}): ", str(exc)))
 
@@ -241,34 +190,6 @@ def error_document(exc: Exception, client: TicketClient) -> dict[str, Any]:
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
     sys.stdout.flush()
-
-
-def swarm_view(report: SwarmReport) -> Group:
-    table = Table(title=f"Swarm on event {report.event}", header_style="bold")
-    table.add_column("Measure")
-    table.add_column("Value", justify="right")
-    for label, value in (
-        ("reservations made", report.reservations),
-        ("tickets sold" if report.mode == "confirm" else "tickets held", report.sold),
-        ("refused as sold out", report.sold_out),
-        ("other refusals", report.other_refusals),
-        ("Unavailable errors", report.unavailable),
-        ("unanswered purchases settled", report.settled),
-        ("calls/s", report.calls_per_s),
-        ("elapsed (s)", report.elapsed_s),
-    ):
-        table.add_row(label, str(value))
-    parts: list[RenderableType] = [table]
-    if report.last_refusal:
-        parts.append(Text(f"Last other refusal: {report.last_refusal}", style="yellow"))
-    if report.consistent:
-        parts.append(Text(
-            f"Consistent: {report.sold} tickets sold = tickets gone from the event; every code unique; "
-            f"{report.verified_confirmed} confirmations verified.", style="bold green"))
-    else:
-        parts.append(Text("INCONSISTENT:", style="bold red"))
-        parts.extend(Text(f"  - {violation}", style="red") for violation in report.violations)
-    return Group(*parts)
 
 
 # -- seats, holds and the waitlist ----------------------------------------------------------------------
@@ -434,25 +355,3 @@ def offer_panel(entry: WaitlistEntry, seats: Sequence[str] = ()) -> Panel:
         "Confirm it (menu 3) with that code and the customer's email before then, or the next in line gets it.",
     )
     return Panel(body, title="Waitlist offer", border_style="bold green", expand=False)
-
-
-# -- what both faces read from the user -----------------------------------------------------------------
-
-TOKEN_ENV = "BILHETERIA_ADMIN_TOKEN"
-
-
-def parse_sector(text: str) -> tuple[str, int, int]:
-    """`Name:price_cents:capacity`; split from the right so a sector name may itself contain a colon."""
-    parts = text.strip().rsplit(":", 2)
-    try:
-        name, price, capacity = parts[0].strip(), int(parts[1]), int(parts[2])
-    except (IndexError, ValueError):
-        raise ValueError(f"{text.strip()!r} is not NAME:PRICE_CENTS:CAPACITY (e.g. Pista:25000:300)") from None
-    return name, price, capacity
-
-
-def parse_optional_limit(text: str) -> int | None:
-    """A half-price limit: a whole number, or `none` for no limit."""
-    if text.strip().casefold() == "none":
-        return None
-    return int(text)

@@ -20,10 +20,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from client_core import Event, InvalidRequest, Sector, TicketClient
-from records import AvailabilityUpdate, SeatMap
-from terminal.dashboard import bar_cells
-from terminal.views import plural, seat_map_view
+from client_core import TicketClient
+from errors import InvalidRequest
+from records import AvailabilityUpdate, Event, SeatMap, Sector
+from terminal.views import seat_map_view
+from terminal.widgets import bar_cells, plural
 
 BAR_WIDTH = 20
 

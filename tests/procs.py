@@ -1,117 +1,25 @@
-"""Start the system's real processes for tests: free ports, readiness by output line, clean teardown."""
+"""The tests' side of the process harness: the system's real processes are started, waited for and stopped
+by tools/harness.py (the one harness the demo, the tour and the benchmark use too), re-exported here under
+the names the tests use; what only tests need (polling a condition, simulated terminals on threads,
+reading a pseudo-terminal's screen) is below it."""
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Self
 
-ROOT = Path(__file__).resolve().parent.parent
+import pexpect
 
+from tools.harness import ROOT, free_port
+from tools.harness import Child as Process
+from tools.harness import start_child as start
 
-def free_port() -> int:
-    """A port the kernel just handed out; good enough on a test machine with nothing racing for it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Process:
-    """A child process whose output is read by a thread, so a test can wait for a line without blocking."""
-
-    name: str
-    popen: subprocess.Popen
-    lines: list[str] = field(default_factory=list)
-    _new: queue.Queue = field(default_factory=queue.Queue)
-
-    def _pump(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            self._new.put(line)
-        self._new.put(None)
-
-    def wait_for_line(self, text: str, timeout: float = 20.0) -> str:
-        """Block until a line containing `text` was printed; fail with the output so far if it never is."""
-        deadline = time.monotonic() + timeout
-        for line in list(self.lines):
-            if text in line:
-                return line
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{self.name} did not print {text!r} in {timeout} s; output:\n" + self.output())
-            try:
-                line = self._new.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(f"{self.name} exited ({self.popen.wait()}) before printing {text!r}:\n" + self.output())
-            if text in line:
-                return line
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, signum)
-
-    def kill(self) -> None:
-        """kill -9: no goodbye, no flush, no unregister."""
-        self.signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it does not go in time; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                return self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        return self.popen.wait(timeout=timeout)
-
-
-def start(name: str, args: list[str], ready: str, env: dict[str, str] | None = None, timeout: float = 20.0) -> Process:
-    """Run `python <args>` from the project root and wait until it prints `ready`."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    popen = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    process = Process(name, popen)
-    threading.Thread(target=process._pump, name=f"pump-{name}", daemon=True).start()
-    try:
-        process.wait_for_line(ready, timeout=timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return process
+__all__ = ["ROOT", "Process", "PseudoTerminal", "Transcript", "free_port", "plain_text", "start", "terminals", "wait_until"]
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -146,6 +54,29 @@ class Transcript:
 def plain_text(text: str) -> str:
     """Terminal output without its colour and cursor escape sequences."""
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+class PseudoTerminal:
+    """`python ARGS` in a pseudo-terminal, as a person at a keyboard runs it, with everything it showed kept.
+    As a context manager it is closed (killed if need be) on the way out, so `child.exitstatus` is set after."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], *, timeout: float = 20,
+                 dimensions: tuple[int, int] = (50, 200)) -> None:
+        self.child = pexpect.spawn(sys.executable, list(args), cwd=str(ROOT), env=dict(env), encoding="utf-8", timeout=timeout,
+                                   dimensions=dimensions)
+        self.seen: list[str] = []
+        self.child.logfile_read = Transcript(self.seen)
+
+    @property
+    def screen(self) -> str:
+        """Everything shown so far, without escape sequences."""
+        return plain_text("".join(self.seen))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.child.close(force=True)
 
 
 @contextmanager

@@ -16,11 +16,11 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT, Transcript, free_port, plain_text, start, wait_until
+from procs import ROOT, PseudoTerminal, free_port, start, wait_until
 
 from cli import main, parse_half_limit, parse_sector, parse_sector_number
 from client_core import TicketClient, format_money
-from terminal.dashboard import bar_cells
+from terminal.widgets import bar_cells
 
 CODE = re.compile(r"\b[A-Z0-9]{3}-[A-Z0-9]{3}\b")
 SERVING = re.compile(r"Server: (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:(\d+)")
@@ -166,6 +166,15 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: py
         assert "usage:" in captured.err
 
 
+def test_a_timeout_that_is_not_above_zero_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    for timeout in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--timeout", timeout, "events"])
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 2, (timeout, captured.err)
+        assert f"--timeout: expected a number of seconds above 0, got '{timeout}'" in captured.err
+
+
 def test_no_server_answering_exits_3_without_a_traceback() -> None:
     closed = f"127.0.0.1:{free_port()}"
     result = run_cli("--server", closed, "--timeout", "1", "--json", "events")
@@ -194,11 +203,8 @@ def test_swarm_sells_every_ticket_exactly_once(cluster) -> None:
 
 
 def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> None:
-    menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
-                         env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
-    seen: list[str] = []
-    menu.logfile_read = Transcript(seen)
-    try:
+    with PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address], {**CLEAN_ENV, "TERM": "xterm"}) as pty:
+        menu = pty.child
         for prompt, answer in (("Choose", "2"), ("Event id", "1"), ("Sector", "VIP"), ("Quantity", "2"), ("Name", "Caio Lima"),
                                ("Email", "caio@example.com"), ("Category", "half"), ("Confirm now", "y"),
                                ("Payment reference", "")):
@@ -216,9 +222,7 @@ def test_the_menu_through_a_pseudo_terminal_survives_a_dead_server(cluster) -> N
         menu.expect("Choose")
         menu.sendline("q")
         menu.expect(pexpect.EOF)
-    finally:
-        menu.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert menu.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 680,00" in screen and "held" in screen

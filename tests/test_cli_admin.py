@@ -19,7 +19,7 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT, Transcript, plain_text
+from procs import ROOT, PseudoTerminal
 
 from cli import main
 from client_core import NotFound, TicketClient
@@ -246,12 +246,10 @@ def test_dashboard_once_shows_every_sector_with_its_numbers(cluster) -> None:
 
 
 def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None:
-    dashboard = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address, "--timeout", "1", "admin",
-                                               "dashboard", "--seconds", "9", "--token", ADMIN_TOKEN], cwd=str(ROOT),
-                              env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=30, dimensions=(40, 200))
-    seen: list[str] = []
-    dashboard.logfile_read = Transcript(seen)
-    try:
+    dashboard_args = ["cli.py", "--name-server", cluster.name_server_address, "--timeout", "1", "admin", "dashboard", "--seconds", "9",
+                      "--token", ADMIN_TOKEN]
+    with PseudoTerminal(dashboard_args, {**CLEAN_ENV, "TERM": "xterm"}, timeout=30, dimensions=(40, 200)) as pty:
+        dashboard = pty.child
         dashboard.expect(READING_FROM.format(port=r"(\d+)"))
         first = int(dashboard.match.group(1))
         cluster.servers[first].kill()
@@ -263,20 +261,15 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
         third_port = int(third.wait_for_line("listening on").rpartition(":")[2])
         dashboard.expect(READING_FROM.format(port=third_port))
         dashboard.expect(pexpect.EOF)
-    finally:
-        dashboard.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert dashboard.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 0,00" in screen and "Bachianas Brasileiras" in screen
 
 
 def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
-    menu = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address], cwd=str(ROOT),
-                         env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=20, dimensions=(50, 200))
-    seen: list[str] = []
-    menu.logfile_read = Transcript(seen)
-    try:
+    with PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address], {**CLEAN_ENV, "TERM": "xterm"}) as pty:
+        menu = pty.child
         for prompt, answer in (("Choose", "7"), ("Admin token", "not-the-token")):
             menu.expect(prompt)
             menu.sendline(answer)
@@ -307,9 +300,7 @@ def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
             menu.expect(prompt)
             menu.sendline(answer)
         menu.expect(pexpect.EOF)
-    finally:
-        menu.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert menu.exitstatus == 0, screen
     assert "Traceback" not in screen and not any(token in screen for token in (ADMIN_TOKEN, "not-the-token", "rotated-token"))
     assert screen.count("Admin token") == 3

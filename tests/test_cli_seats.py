@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import ROOT, Transcript, plain_text
+from procs import PseudoTerminal
 from rich.console import Console
 from rich.text import Text
 from test_cli import CLEAN_ENV, CODE
@@ -26,7 +25,7 @@ from cli import main
 from client_core import TicketClient
 from records import AvailabilityUpdate, Event, SeatMap, Sector
 from seating import label
-from terminal.menu import PromptConsole
+from terminal.console import PromptConsole
 from terminal.views import hold_clock, seat_map_document, seat_map_view
 from terminal.watch import EventWatch
 
@@ -204,26 +203,23 @@ def seated_event(cluster: Any, rows: int, seats_per_row: int) -> int:
     return event.id
 
 
-def terminal(cluster: Any, *args: str, columns: int = 80) -> tuple[pexpect.spawn, list[str]]:
+def terminal(cluster: Any, *args: str, columns: int = 80) -> PseudoTerminal:
     """`cli.py ARGS` in a pseudo-terminal `columns` wide, its output kept for assertions."""
-    child = pexpect.spawn(sys.executable, ["cli.py", "--name-server", cluster.name_server_address, *args], cwd=str(ROOT),
-                          env={**CLEAN_ENV, "TERM": "xterm"}, encoding="utf-8", timeout=15, dimensions=(60, columns))
-    seen: list[str] = []
-    child.logfile_read = Transcript(seen)
-    return child, seen
+    return PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address, *args], {**CLEAN_ENV, "TERM": "xterm"}, timeout=15,
+                          dimensions=(60, columns))
 
 
-def screen_until(child: pexpect.spawn, seen: list[str], wanted: Callable[[str], Any], what: str, timeout: float = 15) -> Any:
+def screen_until(pty: PseudoTerminal, wanted: Callable[[str], Any], what: str, timeout: float = 15) -> Any:
     """Read the terminal until `wanted(screen)` is truthy (screen: everything shown so far, without escapes)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = wanted(plain_text("".join(seen)))
+        found = wanted(pty.screen)
         if found:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"never saw {what}; the screen:\n" + plain_text("".join(seen))[-3000:])
+            raise AssertionError(f"never saw {what}; the screen:\n" + pty.screen[-3000:])
         try:
-            child.read_nonblocking(65536, timeout=0.5)
+            pty.child.read_nonblocking(65536, timeout=0.5)
         except pexpect.TIMEOUT:
             continue
 
@@ -241,10 +237,11 @@ def test_seats_draws_the_servers_map_in_80_columns(cluster, script: Script) -> N
     code, held = script("reserve", str(event_id), "--sector", "Plateia", "--seats", "c5-c8", *ANA)
     assert (code, held["seats"], held["status"]) == (0, ["C5", "C6", "C7", "C8"], "held"), held
 
-    child, seen = terminal(cluster, "seats", str(event_id), "Plateia")
+    pty = terminal(cluster, "seats", str(event_id), "Plateia")
+    child = pty.child
     child.expect(pexpect.EOF)
     child.close()
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert child.exitstatus == 0, screen
     assert max(len(line) for line in screen.replace("\r", "").splitlines()) <= 80, screen
     seats = drawn_seats(screen)
@@ -276,8 +273,8 @@ def test_typed_selections_reach_the_server_and_bad_ones_never_leave_the_terminal
 
 def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(cluster) -> None:
     event_id = seated_event(cluster, 20, 30)
-    child, seen = terminal(cluster)
-    try:
+    with terminal(cluster) as pty:
+        child = pty.child
         answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", "C5-C99"))
         child.expect("there is no seat C99: rows A-T, seats 1-30")
         answer(child, ("Seats, like", "C5-C8"), ("Name", "Ana Souza"), ("Email", "ana@example.com"), ("Category", "full"))
@@ -293,9 +290,7 @@ def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(clus
         child.expect("Choose")
         child.sendline("q")
         child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert child.exitstatus == 0 and "Traceback" not in screen, screen
     assert "C5 C6 C7 C8" in screen and drawn_seats(screen)["C5"] == "yours"
     code = re.search(rf"Ticket ({CODE.pattern})", screen)[1]
@@ -308,26 +303,24 @@ def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(clu
     event_id = seated_event(cluster, 1, 2)
     with TicketClient([cluster.name_server_address]) as client:
         hold = client.reserve(event_id, 2, "Bia", "bia@example.com", sector="Plateia")
-        child, seen = terminal(cluster)
-        try:
+        with terminal(cluster) as pty:
+            child = pty.child
             answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", ""), ("Quantity", "2"), ("Name", "Ana Souza"),
                    ("Email", "ana@example.com"), ("Category", "full"))
             child.expect("SoldOut")
             answer(child, ("Join the waitlist", "y"))
             child.expect("Check it any time with menu 9")
-            entry_id = re.findall(r"Waitlist entry\s+(\d+)", plain_text("".join(seen)))[-1]
+            entry_id = re.findall(r"Waitlist entry\s+(\d+)", pty.screen)[-1]
             child.expect("Choose")
             client.cancel(hold.code, "bia@example.com")
             child.expect("Waitlist offer")
-            offer = screen_until(child, seen, lambda screen: re.search(rf"held as ({CODE.pattern})", screen), "the offer's code")
+            offer = screen_until(pty, lambda screen: re.search(rf"held as ({CODE.pattern})", screen), "the offer's code")
             child.expect("Choose")
             answer(child, ("", "9"), ("Waitlist entry number", entry_id), ("Email", "ana@example.com"))
             child.expect("offered")
             answer(child, ("Choose", "q"))
             child.expect(pexpect.EOF)
-        finally:
-            child.close(force=True)
-        screen = plain_text("".join(seen))
+        screen = pty.screen
         assert child.exitstatus == 0 and "Traceback" not in screen, screen
         assert "A1 A2" in screen.split("Waitlist offer")[-1], screen
         offered = offer[1]
@@ -356,20 +349,18 @@ def subscribed_port(frame: str) -> int | None:
 
 def test_watch_follows_another_terminals_sale_and_survives_its_servers_death(cluster) -> None:
     event_id = seated_event(cluster, 4, 8)
-    child, seen = terminal(cluster, "watch", str(event_id))
-    try:
-        first = screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)), "the server line")
+    with terminal(cluster, "watch", str(event_id)) as pty:
+        child = pty.child
+        first = screen_until(pty, lambda screen: subscribed_port(last_frame(screen, event_id)), "the server line")
         with TicketClient([cluster.name_server_address]) as other:
             other.reserve(event_id, 1, "Ana", "ana@example.com", seats=["B3"], confirm=True)
-        screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("B3") == "sold", "B3 sold")
+        screen_until(pty, lambda screen: drawn_seats(last_frame(screen, event_id)).get("B3") == "sold", "B3 sold")
         cluster.servers[first].kill()
-        screen_until(child, seen, lambda screen: subscribed_port(last_frame(screen, event_id)) not in (None, first), "another server")
+        screen_until(pty, lambda screen: subscribed_port(last_frame(screen, event_id)) not in (None, first), "another server")
         with TicketClient([cluster.name_server_address]) as other:
             other.reserve(event_id, 1, "Ana", "ana@example.com", seats=["D8"])
-        screen_until(child, seen, lambda screen: drawn_seats(last_frame(screen, event_id)).get("D8") == "held", "D8 held")
+        screen_until(pty, lambda screen: drawn_seats(last_frame(screen, event_id)).get("D8") == "held", "D8 held")
         child.sendintr()
         child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    screen = plain_text("".join(seen))
+    screen = pty.screen
     assert child.exitstatus == 130 and "Traceback" not in screen, screen

@@ -14,15 +14,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
 from conftest import ADMIN_TOKEN, postgres_missing
-from procs import ROOT, Process, wait_until
+from procs import Process, start, wait_until
 
 from client_core import NameServerClient, TicketClient
 from database import Store
@@ -137,14 +135,7 @@ def network() -> Iterator[Network]:
 
 def start_on(net: Network, host: str, name: str, args: list[str], ready: str) -> Process:
     """`python <args>` from the project root, as a process of `host`; returns once it printed `ready`."""
-    popen = subprocess.Popen(
-        [*net.exec_prefix(host), sys.executable, *args], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-    )
-    process = Process(name, popen)
-    threading.Thread(target=process._pump, name=f"pump-{name}", daemon=True).start()
-    process.wait_for_line(ready, timeout=20)
-    return process
+    return start(name, args, ready, timeout=20, prefix=net.exec_prefix(host))
 
 
 def events(process: Process) -> list[dict]:

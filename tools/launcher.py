@@ -1,127 +1,35 @@
 """A whole box office on one machine: name servers and ticket servers as child processes, in plain text or TLS.
 
-`cli.py demo` and `cli.py tour` start their systems through this; tests start theirs the same way by
-hand. Each child writes its output to a log file, so nothing is lost however the parent ends, and
-readiness is read from that log (the "listening on" line), never guessed with a fixed sleep.
+`cli.py demo` (tools/demo.py) and `cli.py tour` start their systems through this, and some tests too. Each
+child is started, waited for and stopped by the one harness (harness.py): its output goes to a log file in
+`data`, so nothing is lost however the parent ends, and readiness is read from that log.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from client_core import NameServerClient, parse_address
+from client_core import NameServerClient
 from net.tls import TLSFiles, optional_client_context
+from tools.harness import READY_SECONDS, Child, LaunchError, free_port, start_child, stop_child
 
-HERE = Path(__file__).resolve().parent.parent
-READY_SECONDS = 20.0
-STOP_GRACE_SECONDS = 10.0
+__all__ = ["Child", "LaunchError", "LocalCluster", "stop_child"]
+
 POLL_SECONDS = 0.05
-
-
-class LaunchError(Exception):
-    """A process did not come up; the message says which and where its log is."""
-
-
-@dataclass
-class Child:
-    """A process the launcher started; its output goes to `log`."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path
-    address: str = ""
-
-    @property
-    def port(self) -> int:
-        return parse_address(self.address)[1]
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-
-def port_is_free(port: int) -> bool:
-    """Bind the way our servers do (create_server sets SO_REUSEADDR), so lingering TIME_WAIT is not 'busy'."""
-    try:
-        with socket.create_server(("127.0.0.1", port)):
-            return True
-    except OSError:
-        return False
-
-
-def choose_port(wanted: int, taken: set[int]) -> int:
-    """`wanted` if nobody listens there (0 means any); otherwise a port the kernel hands out."""
-    port = wanted
-    while port == 0 or port in taken or not port_is_free(port):
-        with socket.create_server(("127.0.0.1", 0)) as probe:
-            port = probe.getsockname()[1]
-    taken.add(port)
-    return port
-
-
-def start_child(name: str, args: Sequence[str], log: Path, ready: str) -> Child:
-    """Start `python <args>` beside this file and wait (polling its log, with a deadline) for its readiness line."""
-    with log.open("ab") as handle:
-        offset = handle.tell()
-        popen = subprocess.Popen([sys.executable, *args], cwd=HERE, stdin=subprocess.DEVNULL, stdout=handle,
-                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    child = Child(name, popen, log)
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
-        with log.open("rb") as handle:
-            handle.seek(offset)
-            lines = handle.read().decode(errors="replace").splitlines()
-        line = next((line for line in lines if ready in line), None)
-        if line is not None:
-            child.address = line.rsplit(maxsplit=1)[-1]
-            return child
-        if popen.poll() is not None:
-            raise LaunchError(f"the {name} exited (code {popen.returncode}) before it was ready; see {log}")
-        if time.monotonic() >= deadline:
-            popen.kill()
-            raise LaunchError(f"the {name} was not ready within {READY_SECONDS:.0f} s; see {log}")
-        time.sleep(POLL_SECONDS)
-
-
-def stop_child(child: Child, kill: bool = False, grace: float = STOP_GRACE_SECONDS, signalled: bool = False) -> None:
-    """SIGTERM (or, with kill, SIGKILL at once; or nothing when `signalled` says it was sent already), then SIGKILL
-    whatever is still running after the grace period. One SIGTERM only: a second one landing inside the first's
-    handler can deadlock a child whose handler sets a threading.Event."""
-    if child.alive() and not signalled:
-        child.popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-    try:
-        child.popen.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        child.popen.kill()
-        child.popen.wait()
+"""How often the name servers are asked while waiting for them to list a server."""
 
 
 class LocalCluster:
     """Name servers and ticket servers sharing one SQLite file in `data`; every server registers with every
     name server. Given `tls` (certificate, key and CA files), every hop is TLS."""
 
-    def __init__(
-        self,
-        data: Path,
-        *,
-        servers: int = 2,
-        name_servers: int = 1,
-        ns_port: int = 0,
-        port_base: int = 0,
-        server_args: Sequence[str] = (),
-        ttl: float | None = None,
-        tls: TLSFiles | None = None,
-        database: str = "",
-    ) -> None:
+    def __init__(self, data: Path, *, servers: int = 2, name_servers: int = 1, ns_port: int = 0, port_base: int = 0,
+                 server_args: Sequence[str] = (), ttl: float | None = None, tls: TLSFiles | None = None, database: str = "") -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.db = database or self.data / "tickets.db"
@@ -140,7 +48,7 @@ class LocalCluster:
         self.server_ports = [self._port(port_base + i if port_base else 0, taken, f"ticket server {i + 1}") for i in range(servers)]
 
     def _port(self, wanted: int, taken: set[int], what: str) -> int:
-        port = choose_port(wanted, taken)
+        port = free_port(wanted, taken)
         if wanted and port != wanted:
             self.moved.append(f"Port {wanted} is busy; the {what} uses port {port} instead.")
         return port
@@ -191,7 +99,7 @@ class LocalCluster:
         if self.tls is not None:
             args += self.tls.name_server_args()
         log = self.data / ("name-server.log" if index == 0 else f"name-server-{index + 1}.log")
-        child = start_child(self._ns_name(index), args, log, "Name server listening on")
+        child = start_child(self._ns_name(index), args, "Name server listening on", log=log)
         self.name_servers = [c for c in self.name_servers if c.port != port] + [child]
         self.name_servers.sort(key=lambda c: self.ns_ports.index(c.port))
         return child
@@ -203,8 +111,8 @@ class LocalCluster:
         child = start_child(
             f"ticket server {port}",
             ["server.py", "--port", str(port), "--db", str(self.db), *name_server_args, *tls_args, *self.server_args],
-            self.data / f"server-{port}.log",
             "Ticket server listening on",
+            log=self.data / f"server-{port}.log",
         )
         self.servers = [s for s in self.servers if s.port != port] + [child]
         return child

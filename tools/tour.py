@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 from rpyc.utils.registry import TCPRegistryClient
 
+import cli
 from circuit_breaker import CircuitBreaker
 from client_core import (
     AvailabilityUpdate,
@@ -42,7 +44,9 @@ from client_core import (
     WaitlistEntry,
     is_server_failure,
 )
-from tools.launcher import LaunchError, LocalCluster, choose_port, stop_child
+from terminal.console import PromptConsole
+from tools.harness import LaunchError, free_port, stop_child, stop_on_signals
+from tools.launcher import LocalCluster
 
 ADMIN_TOKEN = "tour-admin-token"
 SERVERS = 3
@@ -229,7 +233,7 @@ def chapter_discovery(tour: Tour) -> list[Check]:
     tour.say(f"The name server at {tour.ns} lists {len(before)} ticket servers: "
              + ", ".join(f"{h}:{p}" for h, p in before) + ". Terminals know only the name server.")
     with tour.console.status("Starting a fourth ticket server…"):
-        newcomer = tour.cluster.start_server(choose_port(0, set(tour.cluster.server_ports)))
+        newcomer = tour.cluster.start_server(free_port(0, set(tour.cluster.server_ports)))
         tour.cluster.wait_until_listed([newcomer.port])
     after = sorted(registry.discover("TICKETS"))
     tour.say(f"It registered itself; the table now has {len(after)} servers. Fresh terminals spread over all of them:")
@@ -492,3 +496,18 @@ def run_tour(console: Console, auto: bool, data: Path | None = None) -> int:
         return 1
     console.print(Text(f"All {total} checks of {len(tour.results)} chapters passed.", style="bold green"))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`argv` as cli.py was given it (`tour [--auto]`); 130 when interrupted (Ctrl-C or SIGTERM)."""
+    _, args, _ = cli.tool_arguments("tour", argv)
+    stop_on_signals()
+    try:
+        return run_tour(PromptConsole(highlight=False, soft_wrap=True), auto=args.auto)
+    except KeyboardInterrupt:
+        Console(stderr=True, highlight=False, soft_wrap=True).print("\nInterrupted.")
+        return cli.EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,9 @@ box office says no, and then the event itself is compared with what the terminal
 through the public client API alone, as any other terminal would, so the audit trusts nothing that a
 real customer could not see.
 
-It is kept apart from the terminal's screen (cli.py) so that scripts and tests can run the same swarm, and
-so that worker processes import this and client_core, not a user interface: nothing here prints.
+It is kept apart from its screen (`python cli.py swarm`, which runs tools/swarm/__main__.py as a program of its
+own) so that scripts and tests can run the same swarm, and so that worker processes import this and
+client_core, not a user interface: nothing here prints.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from client_core import Event, ReservationError, SoldOut, TicketClient, Unavailable
+from client_core import TicketClient
+from errors import ReservationError, SoldOut, Unavailable
+from records import Event
 
 __all__ = ["SwarmPlan", "SwarmReport", "run_swarm"]
 

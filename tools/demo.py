@@ -1,0 +1,117 @@
+"""`python cli.py demo`: a whole box office on this machine, then the clerk's menu (or a wait for Ctrl-C).
+
+cli.py starts this as `python -m tools.demo` with its own arguments (read by cli.py's parser, so the two never
+disagree) and passes on the SIGINT or SIGTERM it gets; whichever way the demo ends, its name servers and ticket
+servers are stopped before it exits. The interactive terminal it opens is the product's own menu.
+Exit codes are cli.py's: 0 stopped cleanly, 3 the demo could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+import cli
+from client_core import TicketClient
+from net.tls import TLSFiles
+from terminal.config import TerminalConfig
+from terminal.console import PromptConsole
+from terminal.inputs import TOKEN_ENV
+from terminal.menu import Menu
+from tools.harness import LaunchError, stop_on_signals
+from tools.launcher import LocalCluster
+from tools.pgcluster import PgCluster, PostgresUnavailable
+
+POSTGRES_TOKEN_FILE = "postgres.admin-token"
+
+
+def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console, database: str = "",
+             server_args: Sequence[str] = ()) -> int:
+    """Start a local cluster, then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
+    files = TLSFiles(args.certfile, args.keyfile, config.cafile) if args.certfile else None
+    cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
+                           port_base=args.port_base, tls=files, database=database, server_args=server_args)
+    for sentence in cluster.moved:
+        out.print(Text(sentence, style="yellow"))
+    try:
+        with out.status("Starting…") as spinner:
+            cluster.start(progress=spinner.update)
+        describe_demo(cluster, config, out)
+        if args.no_interactive:
+            listing = ", ".join(cluster.name_server_addresses)
+            out.print(f"Demo ready: name server{'s' if len(cluster.ns_ports) > 1 else ''} {listing}. Stop with Ctrl-C or SIGTERM.")
+            while True:
+                signal.pause()
+        with TicketClient(cluster.name_server_addresses, timeout=config.timeout, cafile=cluster.cafile) as client:
+            Menu(client, out, admin_token=config.token).run()
+            return cli.EXIT_OK
+    except LaunchError as exc:
+        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
+        return cli.EXIT_UNAVAILABLE
+    except (KeyboardInterrupt, EOFError):
+        out.print()
+        return cli.EXIT_OK
+    finally:
+        if cluster.children():
+            with out.status("Stopping the demo processes…"):
+                cluster.stop()
+            out.print("Demo stopped.")
+
+
+def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console) -> int:
+    """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
+    The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
+    try:
+        with out.status("Starting a throwaway PostgreSQL…"):
+            postgres = PgCluster().start()
+    except PostgresUnavailable as exc:
+        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
+        return cli.EXIT_UNAVAILABLE
+    try:
+        token_file = Path(args.data) / POSTGRES_TOKEN_FILE
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+        database = postgres.create_database("bilheteria")
+        out.print(f"PostgreSQL: {database}, in {postgres.directory} until the demo stops")
+        return run_demo(args, config, out, err, database, ("--admin-token", token_file.read_text().strip()))
+    finally:
+        postgres.destroy()
+
+
+def describe_demo(cluster: LocalCluster, config: TerminalConfig, out: Console) -> None:
+    for child in cluster.children():
+        out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
+    out.print(f"Logs: {cluster.data}{os.sep}*.log")
+    if config.token:
+        out.print(f"Admin token: the one in ${TOKEN_ENV}")
+    else:
+        postgres = str(cluster.db).startswith("postgresql://")
+        out.print(f"Admin token: in {cluster.data / POSTGRES_TOKEN_FILE if postgres else f'{cluster.db}.admin-token'}")
+    cafile = f" --cafile {cluster.cafile}" if cluster.cafile else ""
+    out.print(f"More terminals: python cli.py --name-server {','.join(cluster.name_server_addresses)}{cafile}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`argv` as cli.py was given it (`demo --no-interactive ...`)."""
+    _, args, config = cli.tool_arguments("demo", argv)
+    stop_on_signals()
+    out = PromptConsole(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return run_demo_on_postgres(args, config, out, err) if args.postgres else run_demo(args, config, out, err)
+    except KeyboardInterrupt:
+        out.print()
+        return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
