@@ -150,3 +150,14 @@ def test_every_room_is_small_enough_to_read(name: str) -> None:
             if length > MAX_CLASS_LINES:
                 too_long.append(f"{path.relative_to(ROOT)}: class {node.name} has {length} lines")
     assert not too_long, "; ".join(too_long)
+
+
+def test_the_terminal_takes_records_and_errors_from_their_own_modules() -> None:
+    """One way in for the vocabulary: the client's door gives the terminal a client, not a second copy of records."""
+    allowed = {"TicketClient", "BreakerListener", "parse_address"}
+    stray = []
+    for path in [ROOT / "cli.py", *sorted((ROOT / "terminal").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "client_core":
+                stray += [f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}" for alias in node.names if alias.name not in allowed]
+    assert not stray, "the terminal takes these through client_core instead of records.py or errors.py: " + ", ".join(stray)
