@@ -86,11 +86,8 @@ class OfferDesk:
 
 
 class BreakerWatch(BreakerListener):
-    """Collects breaker transitions for the menu's status line, so a failover is seen as it happens.
-
-    Single failures and successes are left to the base class's no-ops: they are noise at the counter, and
-    the transition they cause is what the clerk needs.
-    """
+    """Collects breaker transitions for the menu's status line, so a failover is seen as it happens: the
+    transition, not each failure that caused it, is what the clerk needs."""
 
     def __init__(self) -> None:
         self._recent: deque[str] = deque(maxlen=4)

@@ -64,6 +64,8 @@ class Chapter:
     title: str
     idea: str
     run: Callable[[Tour], list[Check]]
+    code: str = ""
+    """Where the idea lives in the code (docs/ARCHITECTURE.md has the map)."""
 
 
 # -- a wire tap: counts bytes and can lose one reply ------------------------------------------------------
@@ -448,21 +450,29 @@ def chapter_live(tour: Tour) -> list[Check]:
 CHAPTERS = (
     Chapter(1, "RPC as middleware, and access transparency",
             "A remote procedure call looks like a local one; the middleware marshals the arguments into a "
-            "message, sends it, and waits for the reply.", chapter_rpc),
+            "message, sends it, and waits for the reply.", chapter_rpc,
+            code="client.connection.invoke, server.TicketService, records.to_wire"),
     Chapter(2, "Tiers", "Presentation (the terminal), logic (the ticket server) and data (SQLite) each do one "
-            "job; the same sale is visible in all three.", chapter_tiers),
+            "job; the same sale is visible in all three.", chapter_tiers,
+            code="cli.py and terminal/, server.py and service/, database.py and storage/"),
     Chapter(3, "Concurrency and mutual exclusion", "Many terminals, one inventory: mutual exclusion inside a "
-            "process and a conditional update across processes keep every ticket sold at most once.", chapter_concurrency),
+            "process and a conditional update across processes keep every ticket sold at most once.", chapter_concurrency,
+            code="storage.sales.take, storage.sqlite.SqliteEngine.submit, database.Store._in_lane"),
     Chapter(4, "Service discovery and location transparency", "Terminals ask a name server where the servers "
-            "are; servers come and go without anyone typing an address.", chapter_discovery),
+            "are; servers come and go without anyone typing an address.", chapter_discovery,
+            code="service.registrar.Registrar, name_server.Registry, client.discovery.NameServerClient"),
     Chapter(5, "Failure transparency", "A circuit breaker per server, retries and failover hide a dead server; "
-            "the breaker opens, the terminal moves, and a probe closes the breaker once the server is back.", chapter_failover),
+            "the breaker opens, the terminal moves, and a probe closes the breaker once the server is back.", chapter_failover,
+            code="client.failover.Failover.run, circuit_breaker.CircuitBreaker"),
     Chapter(6, "Exactly-once over an unreliable network", "A lost reply makes the terminal retry; the request id "
-            "makes the retry return the original sale instead of a second one.", chapter_exactly_once),
+            "makes the retry return the original sale instead of a second one.", chapter_exactly_once,
+            code="client.failover.request_id, storage.sales.insert_reservation"),
     Chapter(7, "Soft state", "The name server's table is rebuilt from heartbeats, so losing it loses nothing.",
-            chapter_soft_state),
+            chapter_soft_state,
+            code="name_server.Registry.prune, service.registrar.Registrar, client.discovery.NameServerClient.refresh"),
     Chapter(8, "Live updates and callbacks", "Servers call terminals back: every server follows the shared ledger "
-            "and pushes each change to the terminals subscribed to it, whichever server made the change.", chapter_live),
+            "and pushes each change to the terminals subscribed to it, whichever server made the change.", chapter_live,
+            code="service.live.LiveFeed, client.callbacks.CallbackLine, storage.sales.offer_freed"),
 )
 
 
@@ -477,6 +487,7 @@ def run_tour(console: Console, auto: bool, data: Path | None = None) -> int:
             for chapter in CHAPTERS:
                 console.rule(f"[bold]{chapter.number}. {chapter.title}")
                 console.print(Panel(chapter.idea, border_style="cyan"), soft_wrap=False)
+                console.print(Text(f"In the code: {chapter.code}", style="dim"))
                 try:
                     checks = chapter.run(tour)
                 except (ReservationError, Unavailable, LaunchError, OSError) as exc:
