@@ -143,8 +143,7 @@ def test_a_stalled_handshake_never_delays_the_tls_name_server(pki: dict[str, str
 def test_an_unreadable_certificate_exits_2_with_one_line(program: str, tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     args = [program, "--port", "0", "--certfile", str(missing), "--keyfile", str(missing)]
-    if program == "server.py":
-        args += ["--db", str(tmp_path / "t.db")]
+    args += ["--db", str(tmp_path / "t.db")] if program == "server.py" else ["--insecure-open-registration"]
     done = subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     lines = (done.stdout + done.stderr).strip().splitlines()
@@ -153,7 +152,8 @@ def test_an_unreadable_certificate_exits_2_with_one_line(program: str, tmp_path:
 
 def test_the_environment_configures_tls_like_the_flags(pki: dict[str, str]) -> None:
     ns = start("tls-name-server", ["name_server.py", "--port", "0"], ready="Name server listening on",
-               env={"BILHETERIA_NS_CERTFILE": pki["server"], "BILHETERIA_NS_KEYFILE": pki["key"]})
+               env={"BILHETERIA_NS_CERTFILE": pki["server"], "BILHETERIA_NS_KEYFILE": pki["key"],
+                    "BILHETERIA_NS_INSECURE_OPEN_REGISTRATION": "1"})
     try:
         host, port = ns.wait_for_line("Name server listening on").rsplit(maxsplit=1)[-1].rsplit(":", 1)
         assert "TLS only" in ns.output()
