@@ -15,7 +15,7 @@ from rpyc.core import brine
 from rpyc.utils.registry import TCPRegistryClient
 
 from name_server import NameServer, Registry
-from net.registry_protocol import BadRequest, decode_request
+from net.registry_protocol import BadRequest, RegistrationKey, decode_request
 
 READY = "Name server listening on"
 LOCAL = "127.0.0.1"
@@ -297,6 +297,23 @@ def test_a_request_is_answered_only_once_complete(req):
     data = request(req[0], *req[1])
     assert decode_request(data).command == req[0]
     for cut in range(1, len(data)):  # brine short-reads: a prefix must never pass for a (different) request
+        assert decode_request(data[:cut]) is None
+    with pytest.raises(BadRequest):
+        decode_request(data + b"\x00")
+
+
+SIGNER = RegistrationKey.from_text("s" * 40, "the test")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.one_of(st.tuples(st.lists(names, min_size=1, max_size=4).map(tuple), ports).map(lambda a: ("REGISTER", a)),
+                 ports.map(lambda p: ("UNREGISTER", (p,)))))
+def test_a_signed_request_is_as_strict_as_a_stock_one(req):
+    data = brine.dump(SIGNER.sign(*req))
+    decoded = decode_request(data)
+    assert (decoded.command, decoded.args) == req and decoded.proof is not None
+    assert SIGNER.check(decoded.command, decoded.args, decoded.proof, time.time()) is None
+    for cut in range(1, len(data)):
         assert decode_request(data[:cut]) is None
     with pytest.raises(BadRequest):
         decode_request(data + b"\x00")
