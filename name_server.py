@@ -136,12 +136,12 @@ class RegistrationGuard:
         self._clock = clock
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # nonce -> when it can be forgotten, oldest first
 
-    def refusal(self, request: Request) -> str | None:
-        """None when the request may be applied (its nonce is then spent), else why not."""
+    def refusal(self, request: Request, host: str) -> str | None:
+        """None when the request, which came from `host`, may be applied (its nonce is then spent), else why not."""
         if request.proof is None:
             return "unsigned"
         now = self._clock()
-        problem = self.key.check(request.command, request.args, request.proof, now)
+        problem = self.key.check(request.command, request.args, request.proof, host, now)
         if problem:
             return problem
         while self._seen and next(iter(self._seen.values())) <= now:
@@ -395,7 +395,7 @@ class NameServer:
         if command == "QUERY":
             return self.registry.query(args[0])
         if command in ("REGISTER", "UNREGISTER") and self.guard is not None:
-            reason = self.guard.refusal(request)
+            reason = self.guard.refusal(request, host)
             if reason is not None:
                 self.refused.add(reason, host)
                 return f"REFUSED: {reason}"

@@ -6,8 +6,10 @@ server decodes requests here (`decode_request`), the ticket servers register and
 through `exchange`, and the three agree on the service's name and what an address looks like.
 
 Registrations can be signed (`RegistrationKey`): REGISTER and UNREGISTER then carry one more argument, a proof
-(timestamp, nonce, HMAC-SHA256 over the command, its arguments, the timestamp and the nonce under a key the
-servers and name servers share). It is still one brine message per connection, so the exchange stays a valid
+(timestamp, nonce, the host the request is sent from, and an HMAC-SHA256 over the command, its arguments and
+those three under a key the servers and name servers share). The host is signed because the name server lists
+the address a registration comes from: a captured proof replayed from another host, even to another name server,
+lists nothing but the host that signed it. It is still one brine message per connection, so the exchange stays a valid
 RPyC registry exchange; only a name server run in its explicit insecure mode accepts the stock, unsigned form.
 QUERY and LIST are never signed: stock clients can always discover.
 """
@@ -21,7 +23,7 @@ import secrets
 import ssl
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
@@ -79,6 +81,8 @@ kept in step by NTP and a heartbeat stuck in a retry; narrow, so a captured proo
 later, and the name server remembers each accepted nonce only this long to refuse its replays."""
 NONCE_BYTES = 16
 MAC_BYTES = 32
+MAX_HOST = 255
+"""The longest host a proof may name (a DNS name's limit; the sender signs the numeric address it sends from)."""
 _MAC_DOMAIN = "bilheteria-registration-v1"
 """Prefixed to what is signed, so a MAC made for this protocol is never valid for anything else."""
 
@@ -88,11 +92,18 @@ class RegistrationKeyError(ValueError):
 
 
 class Proof(NamedTuple):
-    """What makes a REGISTER or UNREGISTER authentic: when (Unix milliseconds), a nonce used once, and the MAC."""
+    """What makes a REGISTER or UNREGISTER authentic: when (Unix milliseconds), a nonce used once, the host it is
+    sent from (as the sender's socket sees itself), and the MAC over the request and these."""
 
     timestamp_ms: int
     nonce: bytes
+    host: str
     mac: bytes
+
+
+def same_host(host: str) -> str:
+    """A host as both ends compare it: an IPv4 address seen through a dual-stack IPv6 socket is the IPv4 address."""
+    return host.lower().removeprefix("::ffff:")
 
 
 @dataclass(frozen=True)
@@ -131,21 +142,25 @@ class RegistrationKey:
         text = environ.get(KEY_ENV)
         return cls.from_text(text, f"${KEY_ENV}") if text else None
 
-    def _mac(self, command: str, args: tuple, timestamp_ms: int, nonce: bytes) -> bytes:
-        signed = brine.dump((_MAC_DOMAIN, command, args, timestamp_ms, nonce))
+    def _mac(self, command: str, args: tuple, timestamp_ms: int, nonce: bytes, host: str) -> bytes:
+        signed = brine.dump((_MAC_DOMAIN, command, args, timestamp_ms, nonce, host))
         return hmac.new(self.secret, signed, hashlib.sha256).digest()
 
-    def sign(self, command: str, args: tuple, now: float | None = None) -> tuple:
-        """The request ("RPYC", command, args + (proof,)), with a fresh nonce and the time `now` (default: the wall clock)."""
+    def sign(self, command: str, args: tuple, host: str, now: float | None = None) -> tuple:
+        """The request ("RPYC", command, args + (proof,)) sent from `host`, with a fresh nonce and the time `now`
+        (default: the wall clock)."""
         timestamp_ms = round((time.time() if now is None else now) * 1000)
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        return "RPYC", command, (*args, tuple(Proof(timestamp_ms, nonce, self._mac(command, args, timestamp_ms, nonce))))
+        nonce, host = secrets.token_bytes(NONCE_BYTES), same_host(host)
+        return "RPYC", command, (*args, tuple(Proof(timestamp_ms, nonce, host, self._mac(command, args, timestamp_ms, nonce, host))))
 
-    def check(self, command: str, args: tuple, proof: Proof, now: float) -> str | None:
-        """None when `proof` is this key's MAC of the request and its timestamp is within the window of `now`,
-        else why not (a few words). Replays within the window are the name server's to refuse (it remembers nonces)."""
-        if not hmac.compare_digest(proof.mac, self._mac(command, args, proof.timestamp_ms, proof.nonce)):
+    def check(self, command: str, args: tuple, proof: Proof, peer: str, now: float) -> str | None:
+        """None when `proof` is this key's MAC of the request, sent from `peer`, with a timestamp within the window of
+        `now`; else why not (a few words). Replays within the window are the name server's to refuse (it remembers
+        nonces)."""
+        if not hmac.compare_digest(proof.mac, self._mac(command, args, proof.timestamp_ms, proof.nonce, proof.host)):
             return "bad signature"
+        if proof.host != same_host(peer):
+            return f"signed for host {proof.host}, sent from {peer} (a NAT between them?)"
         if abs(proof.timestamp_ms / 1000 - now) > PROOF_WINDOW_SECONDS:
             return "stale timestamp"
         return None
@@ -160,11 +175,11 @@ class Request(NamedTuple):
 
 
 def _proof(value: object) -> Proof | None:
-    if type(value) is tuple and len(value) == 3:
-        timestamp_ms, nonce, mac = value
+    if type(value) is tuple and len(value) == 4:
+        timestamp_ms, nonce, host, mac = value
         if type(timestamp_ms) is int and 0 < timestamp_ms < 2**63 and type(nonce) is bytes and len(nonce) == NONCE_BYTES \
-                and type(mac) is bytes and len(mac) == MAC_BYTES:
-            return Proof(timestamp_ms, nonce, mac)
+                and type(host) is str and 0 < len(host) <= MAX_HOST and type(mac) is bytes and len(mac) == MAC_BYTES:
+            return Proof(timestamp_ms, nonce, host, mac)
     return None
 
 
@@ -211,14 +226,16 @@ def decode_request(data: bytes) -> Request | None:
 MAX_REPLY_BYTES = 65536
 
 
-def exchange(address: Address, request: tuple, timeout: float, tls_context: ssl.SSLContext | None = None) -> object:
+def exchange(address: Address, request: tuple | Callable[[str], tuple], timeout: float,
+             tls_context: ssl.SSLContext | None = None) -> object:
     """One request of the registry protocol as a client: connect (and handshake), send, read the answer until the
     name server closes, decode it; all within `timeout`. Anything late, short or malformed raises (`OSError` or
-    `ValueError`), so a failure is never mistaken for an empty answer."""
+    `ValueError`), so a failure is never mistaken for an empty answer. A callable `request` is made once connected,
+    from the host this side sends from (what a signed registration signs)."""
     deadline = time.monotonic() + timeout
     with tls.connect(address, timeout, tls_context) as sock:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        sock.sendall(brine.dump(request))
+        sock.sendall(brine.dump(request(sock.getsockname()[0]) if callable(request) else request))
         reply = b""
         while len(reply) <= MAX_REPLY_BYTES:
             sock.settimeout(max(0.01, deadline - time.monotonic()))

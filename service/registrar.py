@@ -97,8 +97,10 @@ class Registrar:
                 self.withdrawn = reason
         return reason is None
 
-    def _request(self, command: str, args: tuple) -> tuple:
-        return self.key.sign(command, args) if self.key is not None else ("RPYC", command, args)
+    def _request(self, command: str, args: tuple) -> Callable[[str], tuple]:
+        """The request, made once connected: signed for the host this server sends from, or plain without a key."""
+        key = self.key
+        return lambda host: key.sign(command, args, host) if key is not None else ("RPYC", command, args)
 
     def register_once(self, address: Address) -> None:
         where = show(address)

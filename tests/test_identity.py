@@ -49,9 +49,10 @@ def listed(cluster: LocalCluster) -> set[int]:
     return {port for _, port in NameServerClient.query(parse_address(cluster.name_server_address), 2.0)}
 
 
-def send(cluster: LocalCluster, request: bytes) -> object:
-    """One raw exchange, the bytes exactly as given (a captured request is replayed byte for byte)."""
-    with socket.create_connection(parse_address(cluster.name_server_address), timeout=5) as sock:
+def send(cluster: LocalCluster, request: bytes, source: str = LOCAL) -> object:
+    """One raw exchange from `source` (any 127.x address is this machine), the bytes exactly as given (a captured
+    request is replayed byte for byte)."""
+    with socket.create_connection(parse_address(cluster.name_server_address), timeout=5, source_address=(source, 0)) as sock:
         sock.sendall(request)
         reply = b""
         while chunk := sock.recv(4096):
@@ -92,13 +93,15 @@ def test_a_rogue_server_without_the_key_is_refused_and_never_listed(keyed: Local
 def test_a_captured_registration_cannot_be_replayed(keyed: LocalCluster) -> None:
     key = RegistrationKey.read(str(keyed.registration_key))
     port = free_port()
-    captured = brine.dump(key.sign("REGISTER", ((SERVICE_NAME,), port)))
+    captured = brine.dump(key.sign("REGISTER", ((SERVICE_NAME,), port), LOCAL))
     assert send(keyed, captured) == "OK"
     assert port in listed(keyed)
-    assert send(keyed, brine.dump(key.sign("UNREGISTER", (port,)))) == "OK"
+    assert send(keyed, brine.dump(key.sign("UNREGISTER", (port,), LOCAL))) == "OK"
     assert port not in listed(keyed)
     assert send(keyed, captured) == "REFUSED: replayed"
-    late = brine.dump(key.sign("REGISTER", ((SERVICE_NAME,), port), now=time.time() - 60))
+    elsewhere = brine.dump(key.sign("REGISTER", ((SERVICE_NAME,), port), LOCAL))  # captured before it reached any name server
+    assert send(keyed, elsewhere, source="127.0.0.2") == "REFUSED: signed for host 127.0.0.1, sent from 127.0.0.2 (a NAT between them?)"
+    late = brine.dump(key.sign("REGISTER", ((SERVICE_NAME,), port), LOCAL, now=time.time() - 60))
     assert send(keyed, late) == "REFUSED: stale timestamp"
     assert port not in listed(keyed)
 
@@ -114,7 +117,7 @@ def test_an_unregister_loop_without_the_key_leaves_the_real_servers_listed(keyed
         while not stop.is_set():
             stock.unregister(honest)
             try:
-                send(keyed, brine.dump(wrong.sign("UNREGISTER", (honest,))))
+                send(keyed, brine.dump(wrong.sign("UNREGISTER", (honest,), LOCAL)))
             except OSError:
                 pass  # a name server that drops what it cannot read: the stock UNREGISTER is the attack that counts
             sent.append(2)
@@ -241,7 +244,7 @@ def test_a_flood_of_forged_registrations_is_logged_as_a_count(caplog: pytest.Log
     with caplog.at_level(logging.WARNING, logger="bilheteria.name_server"), NameServer(port=0, key=KEY) as ns:
         ns.refused.interval = 60.0
         for port in range(20001, 20101):
-            request = forged.sign("REGISTER", ((SERVICE_NAME,), port)) if port % 2 else ("RPYC", "REGISTER", ((SERVICE_NAME,), port))
+            request = forged.sign("REGISTER", ((SERVICE_NAME,), port), LOCAL) if port % 2 else ("RPYC", "REGISTER", ((SERVICE_NAME,), port))
             assert exchange((LOCAL, ns.port), request, 2.0) in ("REFUSED: bad signature", "REFUSED: unsigned")
         assert ns.registry.query(SERVICE_NAME) == ()
     lines = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]

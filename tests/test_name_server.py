@@ -309,10 +309,10 @@ SIGNER = RegistrationKey.from_text("s" * 40, "the test")
 @given(st.one_of(st.tuples(st.lists(names, min_size=1, max_size=4).map(tuple), ports).map(lambda a: ("REGISTER", a)),
                  ports.map(lambda p: ("UNREGISTER", (p,)))))
 def test_a_signed_request_is_as_strict_as_a_stock_one(req):
-    data = brine.dump(SIGNER.sign(*req))
+    data = brine.dump(SIGNER.sign(*req, host="::ffff:10.0.0.7"))
     decoded = decode_request(data)
     assert (decoded.command, decoded.args) == req and decoded.proof is not None
-    assert SIGNER.check(decoded.command, decoded.args, decoded.proof, time.time()) is None
+    assert SIGNER.check(decoded.command, decoded.args, decoded.proof, "10.0.0.7", time.time()) is None
     for cut in range(1, len(data)):
         assert decode_request(data[:cut]) is None
     with pytest.raises(BadRequest):
@@ -351,11 +351,14 @@ def test_decoded_requests_are_normalised():
         request("REGISTER", tuple("ABCDEFGHIJKLMNOPQ"), 18861),
         request("REGISTER", "T", 18861),
         request("UNREGISTER", "18861"),
-        request("UNREGISTER", 18861, (1, b"n" * 16, b"m" * 32), "more"),
-        request("UNREGISTER", 18861, (1, b"n" * 15, b"m" * 32)),
-        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "m" * 32)),
-        request("REGISTER", ("T",), 18861, (-1, b"n" * 16, b"m" * 32)),
-        request("REGISTER", ("T",), 18861, (1.5, b"n" * 16, b"m" * 32)),
+        request("UNREGISTER", 18861, (1, b"n" * 16, "h", b"m" * 32), "more"),
+        request("UNREGISTER", 18861, (1, b"n" * 15, "h", b"m" * 32)),
+        request("UNREGISTER", 18861, (1, b"n" * 16, b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "h", "m" * 32)),
+        request("REGISTER", ("T",), 18861, (-1, b"n" * 16, "h", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1.5, b"n" * 16, "h", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "h" * 256, b"m" * 32)),
         request("REGISTER", ("T",), 18861, None),
         request("LIST", (5,)),
         request("LIST", None),

