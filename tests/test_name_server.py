@@ -15,7 +15,7 @@ from rpyc.core import brine
 from rpyc.utils.registry import TCPRegistryClient
 
 from name_server import NameServer, Registry
-from net.registry_protocol import BadRequest, RegistrationKey, decode_request
+from net.registry_protocol import KEY_ENV, KEY_FILE_ENV, BadRequest, RegistrationKey, decode_request
 
 READY = "Name server listening on"
 LOCAL = "127.0.0.1"
@@ -27,7 +27,7 @@ def launch(*flags: str, env: dict[str, str] | None = None, port: int | None = No
     args = ["name_server.py", "--insecure-open-registration", *flags]
     if port is not None:
         args += ["--port", str(port)]
-    return start("name-server", args, ready=READY, env=env)
+    return start("name-server", args, ready=READY, env={KEY_ENV: "", KEY_FILE_ENV: "", **(env or {})})  # no inherited key
 
 
 @pytest.fixture(scope="module")
