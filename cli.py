@@ -415,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--certfile", help="PEM certificate for every server: TLS on every hop (with --keyfile and --cafile)")
     demo.add_argument("--keyfile", help="PEM private key of --certfile")
     demo.add_argument("--cafile", default=argparse.SUPPRESS, help="PEM CA that signed --certfile, for the terminals and servers")
+    demo.add_argument("--insecure", action="store_true",
+                      help="the open setup: plain text, and name servers that accept anyone's registrations "
+                           "(default: a throwaway CA, TLS on every hop, and a registration key, in --data)")
     demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
     demo.add_argument("--postgres", action="store_true",
                       help="share a throwaway PostgreSQL (from this machine's binaries) instead of data/tickets.db")
@@ -534,6 +537,8 @@ def configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Term
                                  json=args.json, token=getattr(args, "token", None))
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.command == "demo" and args.insecure and (args.certfile or args.keyfile or args.cafile):
+        parser.error("demo --insecure runs in plain text; leave out --certfile, --keyfile and --cafile")
     if args.command == "demo" and (args.certfile or args.keyfile):
         check_demo_tls(parser, args, config)
     if args.command in ("create-event", "admin") and not config.token:

@@ -11,13 +11,22 @@ validation error, and never delays anybody else's answer.
 Registrations are soft state: an entry not refreshed within `ttl` seconds is gone, and nothing is persisted, because
 servers re-register every couple of seconds; a restarted name server is complete again after one heartbeat.
 
+Registrations (REGISTER, UNREGISTER) must be signed with the shared registration key (net.registry_protocol.
+RegistrationKey): a proof with a timestamp within `PROOF_WINDOW_SECONDS` of this clock and a nonce never seen
+before, so a rogue without the key can neither list itself nor unlist anyone, and a captured registration cannot
+be played again. Refusals are answered, and logged as one line per `REFUSAL_LOG_SECONDS` with their counts.
+QUERY and LIST stay open, so stock clients still discover. `--insecure-open-registration` is stock
+`rpyc_registry`'s behaviour (anyone may register anything): for a lab, never for a box office that sells.
+
 With a certificate and key it speaks only TLS, handshaking without blocking the loop (a client that stalls in
 its handshake meets the same deadline as one that stalls in its request). The protocol itself (requests, `exchange`)
 is in net/registry_protocol.py, shared with the ticket servers and the terminals; cutting a request out of the
 byte stream (the size cap and the deadline) is in net/framing.py. This module imports only net/.
 
-    python name_server.py [--host 127.0.0.1] [--port 18811] [--ttl 6] [--certfile CERT --keyfile KEY]
-    (or BILHETERIA_NS_HOST / _NS_PORT / _NS_TTL / _NS_CERTFILE / _NS_KEYFILE; flags win over the environment)
+    python name_server.py (--registration-key-file FILE | --insecure-open-registration) [--host 127.0.0.1]
+                          [--port 18811] [--ttl 6] [--certfile CERT --keyfile KEY]
+    (or BILHETERIA_NS_HOST / _NS_PORT / _NS_TTL / _NS_CERTFILE / _NS_KEYFILE / _NS_INSECURE_OPEN_REGISTRATION=1, and
+    BILHETERIA_REGISTRATION_KEY_FILE or BILHETERIA_REGISTRATION_KEY, shared with the ticket servers; flags win)
 """
 
 from __future__ import annotations
@@ -32,19 +41,37 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, Self, TypeVar
 
 from rpyc.core import brine
 
 from net import tls
 from net.framing import RequestFrame
-from net.registry_protocol import Address, BadRequest, decode_request
+from net.registry_protocol import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    PROOF_WINDOW_SECONDS,
+    Address,
+    BadRequest,
+    RegistrationKey,
+    RegistrationKeyError,
+    Request,
+    decode_request,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18811
 DEFAULT_TTL = 6.0
+REFUSAL_LOG_SECONDS = 10.0
+"""Refused registrations are logged as one line per this interval, with counts: a flood of forgeries costs the log
+a line every ten seconds, not a line per attempt, and an operator still learns of it within seconds."""
+MAX_REMEMBERED_NONCES = 100_000
+"""Nonces of accepted registrations kept to refuse their replays. Only a key holder can add one, and an honest
+server adds one per heartbeat (2 s), so 100,000 covers over 6,000 servers within the 30 s window; beyond it
+registrations are refused (and logged) rather than letting a replay through by forgetting."""
 
 log = logging.getLogger("bilheteria.name_server")
 
@@ -99,11 +126,68 @@ class Registry:
                 del self._servers[name]
 
 
+class RegistrationGuard:
+    """Decides whether a REGISTER or UNREGISTER may change the registry: signed with the key, timely, and never
+    seen before. Pure apart from the injectable wall clock (the proof's timestamp comes from another host's clock,
+    so the monotonic clock cannot be compared with it)."""
+
+    def __init__(self, key: RegistrationKey, clock: Callable[[], float] = time.time) -> None:
+        self.key = key
+        self._clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # nonce -> when it can be forgotten, oldest first
+
+    def refusal(self, request: Request, host: str) -> str | None:
+        """None when the request, which came from `host`, may be applied (its nonce is then spent), else why not."""
+        if request.proof is None:
+            return "unsigned"
+        now = self._clock()
+        problem = self.key.check(request.command, request.args, request.proof, host, now)
+        if problem:
+            return problem
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if request.proof.nonce in self._seen:
+            return "replayed"
+        if len(self._seen) >= MAX_REMEMBERED_NONCES:
+            return "too many registrations to remember"
+        self._seen[request.proof.nonce] = max(now, request.proof.timestamp_ms / 1000) + PROOF_WINDOW_SECONDS
+        return None
+
+
+@dataclass
+class RefusalTally:
+    """Refused registrations since the last line, by reason and by peer host: the log's aggregate of a flood."""
+
+    interval: float = REFUSAL_LOG_SECONDS
+    reasons: Counter[str] = field(default_factory=Counter)
+    hosts: Counter[str] = field(default_factory=Counter)
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, reason: str, host: str) -> None:
+        self.reasons[reason] += 1
+        self.hosts[host] += 1
+
+    def flush(self, now: float, force: bool = False) -> None:
+        """Log one WARNING line when the interval is over (or `force`) and anything was refused, then start again."""
+        if not (force or now - self.since >= self.interval):
+            return
+        if self.reasons:
+            total = sum(self.reasons.values())
+            why = ", ".join(f"{count} {reason}" for reason, count in self.reasons.most_common())
+            who = ", ".join(f"{host} ({count})" for host, count in self.hosts.most_common(5))
+            more = f" and {len(self.hosts) - 5} more hosts" if len(self.hosts) > 5 else ""
+            log.warning("refused %d registration%s in %.0f s (%s) from %s%s", total, "" if total == 1 else "s",
+                        now - self.since, why, who, more)
+        self.reasons.clear()
+        self.hosts.clear()
+        self.since = now
+
+
 @dataclass(eq=False)
 class _Connection:
     sock: socket.socket
     peer: Address
-    frame: RequestFrame[tuple[str, tuple]]
+    frame: RequestFrame[Request]
     outbox: bytes = b""
     plain: bool = True
     """Not yet wrapped: a TLS name server first looks at the first byte, to tell a plain-text client apart."""
@@ -113,15 +197,18 @@ class _Connection:
 
 class NameServer:
     """The registry behind a single-threaded selectors loop. Binds in the constructor, so `.port` is known
-    at once (port 0 picks a free one). With `tls_context` every connection must handshake first. Use
-    `serve_forever()` + `close()`, or `with NameServer(port=0) as ns:` to serve from a background thread for the
-    duration of the block.
+    at once (port 0 picks a free one). With `tls_context` every connection must handshake first. With `key` only
+    signed registrations are applied; without one, anyone's are (the program asks for that explicitly:
+    `--insecure-open-registration`). Use `serve_forever()` + `close()`, or `with NameServer(port=0) as ns:` to
+    serve from a background thread for the duration of the block.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ttl: float = DEFAULT_TTL, *,
                  deadline: float = 2.0, max_request: int = 4096, max_connections: int = 1024,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, key: RegistrationKey | None = None) -> None:
         self.registry = Registry(ttl)
+        self.guard = RegistrationGuard(key) if key is not None else None
+        self.refused = RefusalTally()
         self.tls_context = tls_context
         self.deadline = deadline  # a connection must have its answer by then, whatever it sends
         self.max_request = max_request
@@ -166,6 +253,7 @@ class NameServer:
                     self._drop(conn)
                 if now >= next_prune:
                     self.registry.prune()
+                    self.refused.flush(now)
                     next_prune = now + prune_every
         finally:
             self._release()
@@ -299,12 +387,18 @@ class NameServer:
                 self._drop(conn)
                 return False
             if request is not None:
-                conn.outbox = brine.dump(self._answer(*request, host=conn.peer[0]))
+                conn.outbox = brine.dump(self._answer(request, host=conn.peer[0]))
                 return True
 
-    def _answer(self, command: str, args: tuple, host: str) -> object:
+    def _answer(self, request: Request, host: str) -> object:
+        command, args, _ = request
         if command == "QUERY":
             return self.registry.query(args[0])
+        if command in ("REGISTER", "UNREGISTER") and self.guard is not None:
+            reason = self.guard.refusal(request, host)
+            if reason is not None:
+                self.refused.add(reason, host)
+                return f"REFUSED: {reason}"
         if command == "REGISTER":
             self.registry.register(args[0], (host, args[1]))
         elif command == "UNREGISTER":
@@ -341,6 +435,7 @@ class NameServer:
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
         self._selector.close()
+        self.refused.flush(time.monotonic(), force=True)
         log.info("stopped")
 
 
@@ -358,6 +453,7 @@ _VALUES = (
     ("certfile", "PEM certificate: speak only TLS (with --keyfile)"),
     ("keyfile", "PEM private key of --certfile"),
 )
+INSECURE_VARIABLE = "BILHETERIA_NS_INSECURE_OPEN_REGISTRATION"
 
 
 @dataclass(frozen=True)
@@ -370,6 +466,9 @@ class NameServerConfig:
     ttl: float = DEFAULT_TTL
     certfile: str | None = None
     keyfile: str | None = None
+    key: RegistrationKey | None = None
+    """Only registrations signed with it are applied; None only with `insecure_open_registration`."""
+    insecure_open_registration: bool = False
 
     @classmethod
     def parse(cls, argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> NameServerConfig:
@@ -378,6 +477,12 @@ class NameServerConfig:
         parser = _Parser(description="Bilheteria name server (RPyC TCP registry protocol).")
         for name, what in _VALUES:
             parser.add_argument(f"--{name}", help=f"{what}; env BILHETERIA_NS_{name.upper()}")
+        parser.add_argument("--registration-key-file", metavar="FILE",
+                            help=f"the registration key shared with the ticket servers (its first line, at least 32 "
+                                 f"characters); env {KEY_FILE_ENV}, or the key itself in {KEY_ENV}")
+        parser.add_argument("--insecure-open-registration", action="store_true",
+                            help="accept anyone's registrations, as stock rpyc_registry does: any host on the network can "
+                                 f"list an impostor or unlist the real servers; env {INSECURE_VARIABLE}=1")
         args = parser.parse_args(argv)
 
         def setting(name: str, convert: Callable[[str], T], default: T) -> T:
@@ -390,11 +495,21 @@ class NameServerConfig:
             except ValueError as exc:
                 raise ValueError(f"--{name} (or {variable}): {exc}") from None
 
-        config = cls(setting("host", str, DEFAULT_HOST), setting("port", _port, DEFAULT_PORT), setting("ttl", _ttl, DEFAULT_TTL),
-                     setting("certfile", str, None), setting("keyfile", str, None))
-        if bool(config.certfile) != bool(config.keyfile):
+        host, port, ttl = setting("host", str, DEFAULT_HOST), setting("port", _port, DEFAULT_PORT), setting("ttl", _ttl, DEFAULT_TTL)
+        certfile, keyfile = setting("certfile", str, None), setting("keyfile", str, None)
+        if bool(certfile) != bool(keyfile):
             raise ValueError("--certfile and --keyfile go together (or BILHETERIA_NS_CERTFILE and BILHETERIA_NS_KEYFILE)")
-        return config
+        insecure = args.insecure_open_registration or environ.get(INSECURE_VARIABLE, "") not in ("", "0")
+        try:
+            key = RegistrationKey.load(args.registration_key_file, environ)
+        except RegistrationKeyError as exc:
+            raise ValueError(str(exc)) from None
+        if key is None and not insecure:
+            raise ValueError(f"registrations need the key shared with the ticket servers: --registration-key-file FILE, "
+                             f"{KEY_FILE_ENV} or {KEY_ENV} (or --insecure-open-registration to accept anyone's)")
+        if key is not None and insecure:
+            raise ValueError(f"--insecure-open-registration (or {INSECURE_VARIABLE}) contradicts the registration key in {key.source}")
+        return cls(host, port, ttl, certfile, keyfile, key, insecure)
 
 
 def _port(text: str) -> int:
@@ -429,13 +544,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     try:
-        server = NameServer(config.host, config.port, config.ttl, tls_context=context)
+        server = NameServer(config.host, config.port, config.ttl, tls_context=context, key=config.key)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.close())
-    log.info("registrations live %.1f s without a heartbeat; %s", config.ttl, "TLS only" if context else "plain text")
+    log.info("registrations live %.1f s without a heartbeat; %s; %s", config.ttl, "TLS only" if context else "plain text",
+             f"registrations signed with the key in {config.key.source}" if config.key
+             else "INSECURE: anyone may register or unregister (--insecure-open-registration)")
     print(f"Name server listening on {server.host}:{server.port}", flush=True)
     server.serve_forever()
     return 0

@@ -26,7 +26,7 @@ def test_a_request_arriving_a_byte_at_a_time_is_answered_only_when_whole() -> No
     reading = frame()
     answers = [reading.feed(QUERY[i:i + 1]) for i in range(len(QUERY))]
     assert answers[:-1] == [None] * (len(QUERY) - 1)
-    assert answers[-1] == ("QUERY", ("TICKETS",))
+    assert answers[-1] == ("QUERY", ("TICKETS",), None)
 
 
 def test_more_bytes_than_the_cap_is_refused_and_the_read_never_asks_past_it() -> None:

@@ -15,18 +15,19 @@ from rpyc.core import brine
 from rpyc.utils.registry import TCPRegistryClient
 
 from name_server import NameServer, Registry
-from net.registry_protocol import BadRequest, decode_request
+from net.registry_protocol import KEY_ENV, KEY_FILE_ENV, BadRequest, RegistrationKey, decode_request
 
 READY = "Name server listening on"
 LOCAL = "127.0.0.1"
 
 
 def launch(*flags: str, env: dict[str, str] | None = None, port: int | None = None):
-    """Start name_server.py as a real process and wait for its readiness line."""
-    args = ["name_server.py", *flags]
+    """Start name_server.py as a real process, in the insecure mode stock RPyC clients need to register (the
+    signed registrations are tests/test_identity.py's), and wait for its readiness line."""
+    args = ["name_server.py", "--insecure-open-registration", *flags]
     if port is not None:
         args += ["--port", str(port)]
-    return start("name-server", args, ready=READY, env=env)
+    return start("name-server", args, ready=READY, env={KEY_ENV: "", KEY_FILE_ENV: "", **(env or {})})  # no inherited key
 
 
 @pytest.fixture(scope="module")
@@ -294,9 +295,25 @@ valid_requests = st.one_of(
 @given(valid_requests)
 def test_a_request_is_answered_only_once_complete(req):
     data = request(req[0], *req[1])
-    command, _ = decode_request(data)
-    assert command == req[0]
+    assert decode_request(data).command == req[0]
     for cut in range(1, len(data)):  # brine short-reads: a prefix must never pass for a (different) request
+        assert decode_request(data[:cut]) is None
+    with pytest.raises(BadRequest):
+        decode_request(data + b"\x00")
+
+
+SIGNER = RegistrationKey.from_text("s" * 40, "the test")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.one_of(st.tuples(st.lists(names, min_size=1, max_size=4).map(tuple), ports).map(lambda a: ("REGISTER", a)),
+                 ports.map(lambda p: ("UNREGISTER", (p,)))))
+def test_a_signed_request_is_as_strict_as_a_stock_one(req):
+    data = brine.dump(SIGNER.sign(*req, host="::ffff:10.0.0.7"))
+    decoded = decode_request(data)
+    assert (decoded.command, decoded.args) == req and decoded.proof is not None
+    assert SIGNER.check(decoded.command, decoded.args, decoded.proof, "10.0.0.7", time.time()) is None
+    for cut in range(1, len(data)):
         assert decode_request(data[:cut]) is None
     with pytest.raises(BadRequest):
         decode_request(data + b"\x00")
@@ -312,9 +329,9 @@ def test_arbitrary_bytes_never_crash_the_decoder(data):
 
 
 def test_decoded_requests_are_normalised():
-    assert decode_request(request("QUERY", "tickets")) == ("QUERY", ("TICKETS",))
-    assert decode_request(request("REGISTER", ("a", "B"), 7)) == ("REGISTER", (("A", "B"), 7))
-    assert decode_request(request("LIST", ("",))) == ("LIST", (None,))
+    assert decode_request(request("QUERY", "tickets")) == ("QUERY", ("TICKETS",), None)
+    assert decode_request(request("REGISTER", ("a", "B"), 7)) == ("REGISTER", (("a", "B"), 7), None)  # as signed
+    assert decode_request(request("LIST", ("",))) == ("LIST", (None,), None)
 
 
 @pytest.mark.parametrize(
@@ -334,6 +351,15 @@ def test_decoded_requests_are_normalised():
         request("REGISTER", tuple("ABCDEFGHIJKLMNOPQ"), 18861),
         request("REGISTER", "T", 18861),
         request("UNREGISTER", "18861"),
+        request("UNREGISTER", 18861, (1, b"n" * 16, "h", b"m" * 32), "more"),
+        request("UNREGISTER", 18861, (1, b"n" * 15, "h", b"m" * 32)),
+        request("UNREGISTER", 18861, (1, b"n" * 16, b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "h", "m" * 32)),
+        request("REGISTER", ("T",), 18861, (-1, b"n" * 16, "h", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1.5, b"n" * 16, "h", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "", b"m" * 32)),
+        request("REGISTER", ("T",), 18861, (1, b"n" * 16, "h" * 256, b"m" * 32)),
+        request("REGISTER", ("T",), 18861, None),
         request("LIST", (5,)),
         request("LIST", None),
     ],

@@ -7,6 +7,7 @@ is turned away at once with a message that says why, and the servers log one lin
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -143,9 +144,9 @@ def test_a_stalled_handshake_never_delays_the_tls_name_server(pki: dict[str, str
 def test_an_unreadable_certificate_exits_2_with_one_line(program: str, tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     args = [program, "--port", "0", "--certfile", str(missing), "--keyfile", str(missing)]
-    if program == "server.py":
-        args += ["--db", str(tmp_path / "t.db")]
-    done = subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    args += ["--db", str(tmp_path / "t.db")] if program == "server.py" else ["--insecure-open-registration"]
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("BILHETERIA_REGISTRATION_KEY")}
+    done = subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30, env=environment)
     assert done.returncode == 2
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1 and f"{missing}" in lines[0] and "cannot be read" in lines[0]
@@ -153,7 +154,9 @@ def test_an_unreadable_certificate_exits_2_with_one_line(program: str, tmp_path:
 
 def test_the_environment_configures_tls_like_the_flags(pki: dict[str, str]) -> None:
     ns = start("tls-name-server", ["name_server.py", "--port", "0"], ready="Name server listening on",
-               env={"BILHETERIA_NS_CERTFILE": pki["server"], "BILHETERIA_NS_KEYFILE": pki["key"]})
+               env={"BILHETERIA_NS_CERTFILE": pki["server"], "BILHETERIA_NS_KEYFILE": pki["key"],
+                    "BILHETERIA_NS_INSECURE_OPEN_REGISTRATION": "1",
+                    "BILHETERIA_REGISTRATION_KEY": "", "BILHETERIA_REGISTRATION_KEY_FILE": ""})
     try:
         host, port = ns.wait_for_line("Name server listening on").rsplit(maxsplit=1)[-1].rsplit(":", 1)
         assert "TLS only" in ns.output()

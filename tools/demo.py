@@ -4,6 +4,11 @@ cli.py starts this as `python -m tools.demo` with its own arguments (read by cli
 disagree) and passes on the SIGINT or SIGTERM it gets; whichever way the demo ends, its name servers and ticket
 servers are stopped before it exits. The interactive terminal it opens is the product's own menu.
 Exit codes are cli.py's: 0 stopped cleanly, 3 the demo could not start.
+
+The demo is the secure setup unless told otherwise: a throwaway CA and a certificate it signed (tools/pki.py, in
+the data folder's pki/), TLS on every hop, and a fresh registration key, so the name servers list only servers
+that hold it and the terminals trust only servers whose certificate the CA signed. `--insecure` is the open
+setup (plain text, anyone may register), as stock RPyC runs; the tour stays open too, to keep its chapters short.
 """
 
 from __future__ import annotations
@@ -29,16 +34,32 @@ from terminal.menu import Menu
 from tools.harness import LaunchError, stop_on_signals
 from tools.launcher import LocalCluster
 from tools.pgcluster import PgCluster, PostgresUnavailable
+from tools.pki import make_local_pki, make_registration_key
 
 POSTGRES_TOKEN_FILE = "postgres.admin-token"
+REGISTRATION_KEY_FILE = "registration.key"
+PKI_FOLDER = "pki"
+
+
+def credentials(args: argparse.Namespace, config: TerminalConfig) -> tuple[TLSFiles | None, Path | None]:
+    """The TLS files (the operator's, else a throwaway CA's) and a fresh registration key; neither with --insecure."""
+    if args.insecure:
+        return None, None
+    data = Path(args.data)
+    files = TLSFiles(args.certfile, args.keyfile, config.cafile) if args.certfile else make_local_pki(data / PKI_FOLDER)
+    return files, make_registration_key(data / REGISTRATION_KEY_FILE)
 
 
 def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console, database: str = "",
              server_args: Sequence[str] = ()) -> int:
     """Start a local cluster, then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
-    files = TLSFiles(args.certfile, args.keyfile, config.cafile) if args.certfile else None
+    try:
+        files, key = credentials(args, config)
+    except LaunchError as exc:
+        err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
+        return cli.EXIT_UNAVAILABLE
     cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
-                           port_base=args.port_base, tls=files, database=database, server_args=server_args)
+                           port_base=args.port_base, tls=files, database=database, server_args=server_args, registration_key=key)
     for sentence in cluster.moved:
         out.print(Text(sentence, style="yellow"))
     try:
@@ -96,6 +117,12 @@ def describe_demo(cluster: LocalCluster, config: TerminalConfig, out: Console) -
     else:
         postgres = str(cluster.db).startswith("postgresql://")
         out.print(f"Admin token: in {cluster.data / POSTGRES_TOKEN_FILE if postgres else f'{cluster.db}.admin-token'}")
+    if cluster.registration_key:
+        out.print(f"Secure: TLS on every hop, trusting only {cluster.cafile}; registrations signed with the key in "
+                  f"{cluster.registration_key}")
+    else:
+        out.print(Text("Insecure: " + ("TLS, but " if cluster.cafile else "plain text, and ")
+                       + "anyone on this machine's network may register a server or unregister these (--insecure)", style="yellow"))
     cafile = f" --cafile {cluster.cafile}" if cluster.cafile else ""
     out.print(f"More terminals: python cli.py --name-server {','.join(cluster.name_server_addresses)}{cafile}")
 

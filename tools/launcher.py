@@ -1,4 +1,5 @@
-"""A whole box office on one machine: name servers and ticket servers as child processes, in plain text or TLS.
+"""A whole box office on one machine: name servers and ticket servers as child processes, in plain text or TLS,
+with signed registrations or (without a registration key) name servers in their explicit insecure mode.
 
 `cli.py demo` (tools/demo.py) and `cli.py tour` start their systems through this, and some tests too. Each
 child is started, waited for and stopped by the one harness (harness.py): its output goes to a log file in
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Self
 
 from client_core import NameServerClient
+from name_server import INSECURE_VARIABLE
+from net.registry_protocol import KEY_ENV, KEY_FILE_ENV
 from net.tls import TLSFiles, optional_client_context
 from tools.harness import READY_SECONDS, Child, LaunchError, free_port, start_child, stop_child
 
@@ -26,10 +29,13 @@ POLL_SECONDS = 0.05
 
 class LocalCluster:
     """Name servers and ticket servers sharing one SQLite file in `data`; every server registers with every
-    name server. Given `tls` (certificate, key and CA files), every hop is TLS."""
+    name server. Given `tls` (certificate, key and CA files), every hop is TLS. Given `registration_key` (a key
+    file), the name servers apply only registrations signed with it and the servers sign theirs; without one the
+    name servers run with --insecure-open-registration (the tour, and tests of the open protocol)."""
 
     def __init__(self, data: Path, *, servers: int = 2, name_servers: int = 1, ns_port: int = 0, port_base: int = 0,
-                 server_args: Sequence[str] = (), ttl: float | None = None, tls: TLSFiles | None = None, database: str = "") -> None:
+                 server_args: Sequence[str] = (), ttl: float | None = None, tls: TLSFiles | None = None, database: str = "",
+                 registration_key: Path | None = None) -> None:
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.db = database or self.data / "tickets.db"
@@ -39,6 +45,7 @@ class LocalCluster:
         self.server_args = tuple(server_args)
         self.ttl = ttl
         self.tls = tls
+        self.registration_key = registration_key
         self.name_servers: list[Child] = []
         self.servers: list[Child] = []
         self.moved: list[str] = []
@@ -98,8 +105,9 @@ class LocalCluster:
             args += ["--ttl", str(self.ttl)]
         if self.tls is not None:
             args += self.tls.name_server_args()
+        args += ["--registration-key-file", str(self.registration_key)] if self.registration_key else ["--insecure-open-registration"]
         log = self.data / ("name-server.log" if index == 0 else f"name-server-{index + 1}.log")
-        child = start_child(self._ns_name(index), args, "Name server listening on", log=log)
+        child = start_child(self._ns_name(index), args, "Name server listening on", log=log, env=self._key_env())
         self.name_servers = [c for c in self.name_servers if c.port != port] + [child]
         self.name_servers.sort(key=lambda c: self.ns_ports.index(c.port))
         return child
@@ -113,9 +121,16 @@ class LocalCluster:
             ["server.py", "--port", str(port), "--db", str(self.db), *name_server_args, *tls_args, *self.server_args],
             "Ticket server listening on",
             log=self.data / f"server-{port}.log",
+            env=self._key_env(),
         )
         self.servers = [s for s in self.servers if s.port != port] + [child]
         return child
+
+    def _key_env(self) -> dict[str, str]:
+        """The key file for every child, in the variable servers and name servers both read (a path: `ps` shows
+        where the key is, not what it is). The other variables are emptied, so an inherited key or insecure mode
+        never changes what this cluster was asked to be."""
+        return {KEY_FILE_ENV: str(self.registration_key) if self.registration_key else "", KEY_ENV: "", INSECURE_VARIABLE: ""}
 
     def server(self, port: int) -> Child:
         return next(s for s in self.servers if s.port == port)
