@@ -14,6 +14,9 @@ from procs import Process, free_port, start
 from tools.pgcluster import PgCluster, PostgresUnavailable
 
 ADMIN_TOKEN = "test-admin-token"
+REGISTRATION_KEY = "test-registration-key-0123456789abcdef"
+"""Shared by the tests' name servers and ticket servers, so their registrations are signed as in production."""
+KEYED = {"BILHETERIA_REGISTRATION_KEY": REGISTRATION_KEY}
 BACKENDS = ("sqlite", "postgresql")
 REQUIRE_POSTGRES = "BILHETERIA_REQUIRE_POSTGRES"
 _database_numbers = itertools.count(1)
@@ -83,7 +86,7 @@ class Cluster:
         self.name_server = start(
             "name-server",
             ["name_server.py", "--port", str(self.name_server_port), "--ttl", str(ttl)],
-            ready="Name server listening on",
+            ready="Name server listening on", env=KEYED,
         )
         return self.name_server
 
@@ -95,7 +98,7 @@ class Cluster:
                 "server.py", "--port", str(port), "--db", str(self.db), "--name-server", self.name_server_address,
                 "--admin-token", ADMIN_TOKEN, "--hold-seconds", str(self.hold_seconds), *extra,
             ],
-            ready="Ticket server listening on",
+            ready="Ticket server listening on", env=KEYED,
         )
         self.servers[port] = process
         return process

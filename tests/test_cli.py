@@ -259,7 +259,7 @@ def test_demo_starts_everything_and_stops_it_on_sigterm(tmp_path: Path) -> None:
         assert name_server != f"127.0.0.1:{busy_port}"
         pids = [int(pid) for pid in re.findall(r"pid (\d+)", output)]
         assert len(pids) == 3
-        with TicketClient([name_server], timeout=5) as client:
+        with TicketClient([name_server], timeout=5, cafile=str(data / "pki" / "ca.pem")) as client:
             assert [event.id for event in client.list_events()] == [1, 2, 3]
             assert len(client.known_servers()) == 2
         assert "Name server listening on" in (data / "name-server.log").read_text()

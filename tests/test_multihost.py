@@ -19,7 +19,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import ADMIN_TOKEN, postgres_missing
+from conftest import ADMIN_TOKEN, KEYED, postgres_missing
 from procs import Process, start, wait_until
 
 from client_core import NameServerClient, TicketClient
@@ -135,7 +135,7 @@ def network() -> Iterator[Network]:
 
 def start_on(net: Network, host: str, name: str, args: list[str], ready: str) -> Process:
     """`python <args>` from the project root, as a process of `host`; returns once it printed `ready`."""
-    return start(name, args, ready, timeout=20, prefix=net.exec_prefix(host))
+    return start(name, args, ready, timeout=20, prefix=net.exec_prefix(host), env=KEYED)
 
 
 def events(process: Process) -> list[dict]:

@@ -144,7 +144,7 @@ def test_demo_on_postgres_sells_and_deletes_its_database_when_stopped(postgres: 
         assert directory.is_dir()
         name_server = re.search(r"Demo ready: name server (127\.0\.0\.1:\d+)", output).group(1)
         token = (data / "postgres.admin-token").read_text().strip()
-        with TicketClient([name_server], timeout=5) as client:
+        with TicketClient([name_server], timeout=5, cafile=str(data / "pki" / "ca.pem")) as client:
             assert len(client.known_servers()) == 2
             sold = client.reserve(1, 2, "Ana", "ana@example.com", sector="VIP", confirm=True)
             assert client.get_reservation(sold.code, "ana@example.com").status == "confirmed"
