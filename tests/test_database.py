@@ -243,7 +243,7 @@ def test_several_sectors_need_a_sector_name(store: Store) -> None:
 
 def test_closed_events_take_no_reservations(store: Store) -> None:
     event_id = small_event(store)
-    store.engine.submit(lambda connection: connection.execute("UPDATE events SET status = 'paused' WHERE id = ?", (event_id,)))
+    store.engine.submit(lambda connection: connection.execute("UPDATE events SET status = 'paused' WHERE id = ?", (event_id,)), (event_id,))
     with pytest.raises(EventClosed, match="Show X is paused"):
         store.reserve(event_id, 1, "Ana", "ana@example.com")
 
@@ -312,7 +312,8 @@ def test_the_database_itself_refuses_a_negative_availability(store: Store) -> No
     event_id = small_event(store, capacity=2)
     with pytest.raises(Unavailable, match=r"(?i)check constraint"):
         store.engine.submit(
-            lambda connection: connection.execute("UPDATE sectors SET available = available - 3 WHERE event_id = ?", (event_id,))
+            lambda connection: connection.execute("UPDATE sectors SET available = available - 3 WHERE event_id = ?", (event_id,)),
+            (event_id,),
         )
     assert available(store, event_id) == 2
 
