@@ -130,7 +130,7 @@ def test_two_replicas_acting_at_once_keep_every_invariant(postgres: PgCluster) -
     Store(url, seed_demo=False).close()  # migrate once, before the examples
     run_state_machine_as_test(
         lambda: Replicas(url),
-        settings=settings(max_examples=12, stateful_step_count=10, deadline=None,
+        settings=settings(max_examples=25, stateful_step_count=10, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]),
     )
 
