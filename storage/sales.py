@@ -26,7 +26,7 @@ CATEGORIES = {"full": (1, 1), "half": (1, 2)}
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: codes are read aloud at a counter."""
 _CODE_TABLE = bytes(ord(CODE_ALPHABET[byte % 32]) for byte in range(256))
-OFFER_REQUEST_PREFIX = "\x1f"
+OFFER_REQUEST_PREFIX = "\x01"
 """What every waitlist offer's request id begins with: a control character, which no client's request id can
 hold (the store refuses control characters in any text it is given, request ids included). Request ids are
 one space shared by every reservation, so an offer's id must lie outside what a client may send, or a client
