@@ -131,7 +131,10 @@ class SqliteEngine:
         try:
             connection = self._readers.get_nowait()
         except queue.Empty:
-            connection = self._connect()
+            try:
+                connection = self._connect()
+            except sqlite3.Error as exc:
+                raise Unavailable(f"database error: {exc}") from exc
         try:
             yield connection
         except sqlite3.Error as exc:
