@@ -11,6 +11,7 @@ check constraint reaching the clerk) and any other exception are failures.
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -134,3 +135,29 @@ def test_two_replicas_acting_at_once_keep_every_invariant(postgres: PgCluster) -
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]),
     )
 
+
+
+def test_two_replicas_claiming_mail_at_once_never_claim_the_same_message(postgres: PgCluster) -> None:
+    """A claim is an UPDATE of the rows a subquery picked; under READ COMMITTED the second claimer, once the
+    first commits, must re-check the lease on the row it waited for, or both replicas send the same mail."""
+    url = postgres.create_schema("mailrace")
+    with closing(Store(url, seed_demo=False)) as first, closing(Store(url, seed_demo=False)) as second:
+        event = first.create_event("Cartas", "Arena", "2030-01-01T20:00:00-03:00", (("Pista", 100, 1000),))
+        for n in range(200):
+            first.reserve(event.id, 1, "Fan", f"fan{n}@example.com", "Pista", confirm=True)
+        claimed: dict[str, list[int]] = {"first": [], "second": []}
+        start = threading.Barrier(2)
+
+        def claim(name: str, store: Store) -> None:
+            start.wait()
+            while batch := store.claim_messages(name, limit=5):
+                claimed[name].extend(message.id for message in batch)
+
+        threads = [threading.Thread(target=claim, args=(name, store)) for name, store in (("first", first), ("second", second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(STEP_TIMEOUT_SECONDS)
+        both = set(claimed["first"]) & set(claimed["second"])
+        assert not both, f"{len(both)} messages claimed by both replicas"
+        assert len(claimed["first"]) + len(claimed["second"]) == 200
