@@ -201,7 +201,7 @@ class Store:
     def _in_lane(self, event_id: int, op: Callable[[Connection], T]) -> T:
         """Run a sale after this process's earlier sales of the same event (lock striping by event id).
 
-        Sales of one event meet at its sector's row lock. Queued there, each waiter holds a pooled connection and
+        Sales of one event meet at its event's row lock. Queued there, each waiter holds a pooled connection and
         an open transaction, and PostgreSQL wakes them one by one through its lock manager; queued on a Python
         lock, they wait for nothing but the lock. The row lock still keeps sales apart, across processes too; the
         lane only orders this process's own, and other events' sales go by in other lanes.

@@ -282,19 +282,9 @@ def by_code(connection: Connection, code: str) -> ReservationRow | None:
     ).fetchone())
 
 
-def _locked(connection: Connection, code: str, email: str) -> ReservationRow:
-    """The reservation as it stands, locked until the write commits: the do-nothing update takes the row
-    lock (PostgreSQL writers run side by side; SQLite's are serial anyway), so a confirm and a cancel of
-    one hold cannot both act on what each read before the other committed."""
-    row = one(ReservationRow, connection.execute(
-        f"UPDATE reservations SET status = status WHERE code = ? RETURNING {RESERVATION_COLUMNS}", (code.strip().upper(),)
-    ).fetchone())
-    return owned(row, code, email)
-
-
 def confirm(connection: Connection, now: float, code: str, email: str, payment_ref: str | None) -> Reservation:
     """Turn a hold into a sale; confirming twice answers with the same sale."""
-    row = _locked(connection, code, email)
+    row = owned(by_code(connection, code), code, email)  # read under the event's lock (or the serial writer)
     if row.status == ReservationStatus.CONFIRMED:
         return row.record()
     if row.status == ReservationStatus.CANCELLED:
@@ -320,7 +310,7 @@ def confirm(connection: Connection, now: float, code: str, email: str, payment_r
 
 def cancel(connection: Connection, now: float, code: str, email: str, offer_seconds: float) -> Reservation:
     """Give the tickets back; cancelling twice (or a lapsed hold) changes nothing and says how it stands."""
-    row = _locked(connection, code, email)
+    row = owned(by_code(connection, code), code, email)  # read under the event's lock (or the serial writer)
     if row.status not in ACTIVE:
         return row.record()
     release(connection, now, "cancel", row, offer_seconds, announce="cancelled")

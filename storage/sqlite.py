@@ -172,7 +172,7 @@ class SqliteEngine:
                 connection.execute("ROLLBACK")
             raise
 
-    def submit(self, op: Callable[[sqlite3.Connection], T], events: Events = ()) -> T:
+    def submit(self, op: Callable[[sqlite3.Connection], T], events: Events) -> T:
         """Run `op` inside the next group commit and return once it is durable. Writers take turns here, so
         `events` (what a side-by-side engine would lock) needs nothing.
 
