@@ -25,7 +25,7 @@ from pathlib import Path
 from errors import InvalidRequest, NotFound, Unavailable
 from records import Event, LedgerEntry, OutboxMessage, Reservation, ReservationStatus, SeatMap, SectorReport, WaitlistEntry
 from storage import admin, audit, ledger, outbox, sales, schema, waitlist
-from storage.engine import WRITE_TIMEOUT_SECONDS, Connection, Engine, T
+from storage.engine import NO_EVENTS, WRITE_TIMEOUT_SECONDS, Connection, Engine, Events, T
 from storage.rows import iso
 from storage.schema import MIGRATIONS
 from storage.validate import (
@@ -91,7 +91,6 @@ class Store:
         self.clock = clock
         self.engine = open_engine(self.path, busy_timeout_ms)
         self.backend = self.engine.backend
-        self._submit = self.engine.submit
         self._reader = self.engine.reader
         self._sale_lanes = [threading.Lock() for _ in range(SALE_LANES)]
         try:
@@ -105,6 +104,16 @@ class Store:
 
     def close(self) -> None:
         self.engine.close()
+
+    def health(self) -> str | None:
+        """None while the store can take writes; otherwise one line saying why not, for the server to stop
+        registering and say so (a SQLite file deleted or replaced under it, its WAL cut short)."""
+        return self.engine.health()
+
+    def _write(self, events: Events, op: Callable[[Connection], T]) -> T:
+        """The one way a write reaches the engine: with the events it touches, whose rows a side-by-side
+        engine locks first (storage/postgres.py), so every write of an event runs as if alone."""
+        return self.engine.submit(op, events)
 
     def wait_for_ledger(self, timeout: float) -> None:
         """Until the ledger may have grown (a commit here or, sooner or later, in another process), or `timeout`."""
@@ -181,19 +190,18 @@ class Store:
             raise InvalidRequest(f"{len(seats)} seats named for {quantity} tickets; name one seat per ticket")
         request_id = uuid.uuid4().hex if request_id is None else clean_text(request_id, "request_id", 100)
         sale = sales.Sale(event_id, sector, quantity, customer, email, category, request_id, confirm, seats)
-        serial = self.engine.serial_writes
 
         def op(connection: Connection) -> Reservation:
-            return sales.reserve(connection, self.clock(), sale, self.hold_seconds, serial)
+            return sales.reserve(connection, self.clock(), sale, self.hold_seconds)
 
-        if serial:
-            return self._submit(op)  # one writer at a time already; the group commit wants every sale queued at once
+        if self.engine.serial_writes:
+            return self._write((event_id,), op)  # one writer at a time already; the group commit wants every sale queued at once
         return self._in_lane(event_id, op)
 
     def _in_lane(self, event_id: int, op: Callable[[Connection], T]) -> T:
         """Run a sale after this process's earlier sales of the same event (lock striping by event id).
 
-        Sales of one event meet at its sector's row lock. Queued there, each waiter holds a pooled connection and
+        Sales of one event meet at its event's row lock. Queued there, each waiter holds a pooled connection and
         an open transaction, and PostgreSQL wakes them one by one through its lock manager; queued on a Python
         lock, they wait for nothing but the lock. The row lock still keeps sales apart, across processes too; the
         lane only orders this process's own, and other events' sales go by in other lanes.
@@ -202,7 +210,7 @@ class Store:
         if not lane.acquire(timeout=WRITE_TIMEOUT_SECONDS):
             raise Unavailable(f"the database did not finish this event's earlier sales within {WRITE_TIMEOUT_SECONDS:.0f} s")
         try:
-            return self._submit(op)
+            return self._write((event_id,), op)
         finally:
             lane.release()
 
@@ -211,15 +219,28 @@ class Store:
         (fictitious) payment step answered, kept with the sale for the clerk who has to trace it."""
         if payment_ref is not None:
             payment_ref = clean_text(payment_ref, "payment reference", 100)
-        return self._submit(lambda connection: sales.confirm(connection, self.clock(), code, email, payment_ref))
+        return self._write(
+            lambda connection: sales.event_of(connection, code),
+            lambda connection: sales.confirm(connection, self.clock(), code, email, payment_ref),
+        )
 
     def cancel(self, code: str, email: str) -> Reservation:
         """Give the tickets back; cancelling twice (or a lapsed hold) changes nothing and says how it stands."""
-        return self._submit(lambda connection: sales.cancel(connection, self.clock(), code, email, self.offer_seconds))
+        return self._write(
+            lambda connection: sales.event_of(connection, code),
+            lambda connection: sales.cancel(connection, self.clock(), code, email, self.offer_seconds),
+        )
 
     def expire_holds(self, limit: int = 500) -> int:
-        """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once)."""
-        return self._submit(lambda connection: sales.expire(connection, self.clock(), limit, self.offer_seconds))
+        """Return the tickets of lapsed holds; safe to run from every replica at once (each expiry happens once).
+        A read finds the events with lapsed holds first (none: no write, no fsync); the write locks those events
+        and expires only their holds, so a hold of another event that lapses meanwhile waits for the next sweep."""
+        now = self.clock()
+        with self._reader() as connection:
+            events = sales.lapsed_events(connection, now, limit)
+        if not events:
+            return 0
+        return self._write(events, lambda connection: sales.expire(connection, now, limit, self.offer_seconds, events))
 
     # -- the waitlist -------------------------------------------------------------------------------
 
@@ -230,14 +251,17 @@ class Store:
         customer = clean_text(customer, "customer name")
         email = clean_email(email)
         sector = clean_sector_name(sector)
-        entry_id = self._submit(
-            lambda connection: waitlist.join(connection, self.clock(), event_id, quantity, customer, email, sector)
+        entry_id = self._write(
+            (event_id,), lambda connection: waitlist.join(connection, self.clock(), event_id, quantity, customer, email, sector)
         )
         return self.waitlist_entry(entry_id)
 
     def leave_waitlist(self, entry_id: int, email: str) -> WaitlistEntry:
         """Leave the queue; an offer not yet confirmed is given up (its tickets pass to the next in line)."""
-        self._submit(lambda connection: waitlist.leave(connection, self.clock(), entry_id, email, self.offer_seconds))
+        self._write(
+            lambda connection: waitlist.event_of(connection, entry_id),
+            lambda connection: waitlist.leave(connection, self.clock(), entry_id, email, self.offer_seconds),
+        )
         return self.waitlist_entry(entry_id)
 
     def get_waitlist_entry(self, entry_id: int, email: str) -> WaitlistEntry:
@@ -258,21 +282,21 @@ class Store:
         with self._reader() as reader:
             if not outbox.any_due(reader, self.clock()):
                 return ()  # the common case, answered by a read: no write transaction (and no fsync) per idle poll
-        return self._submit(lambda connection: outbox.claim(connection, self.clock(), worker, limit, lease_seconds))
+        return self._write(NO_EVENTS, lambda connection: outbox.claim(connection, self.clock(), worker, limit, lease_seconds))
 
     def mark_sent(self, message_id: int, worker: str) -> None:
         """Whoever holds the lease now: the mail left, so it is sent (a second send is the documented risk)."""
-        self._submit(lambda connection: outbox.mark_sent(connection, self.clock(), message_id))
+        self._write(NO_EVENTS, lambda connection: outbox.mark_sent(connection, self.clock(), message_id))
         log.debug("outbox %d sent by %s", message_id, worker)
 
     def mark_logged(self, message_ids: Sequence[int], worker: str) -> None:
         """Many at once: writing a log line is instant, so a round's messages share one commit."""
-        self._submit(lambda connection: outbox.mark_logged(connection, self.clock(), message_ids))
+        self._write(NO_EVENTS, lambda connection: outbox.mark_logged(connection, self.clock(), message_ids))
         log.debug("outbox %s logged by %s", ",".join(map(str, message_ids)), worker)
 
     def mark_failed(self, message_id: int, worker: str, error: str, retry_in: float) -> None:
         """Count a failed try and schedule the next, only while `worker` still holds the lease."""
-        self._submit(lambda connection: outbox.mark_failed(connection, self.clock() + retry_in, message_id, worker, error))
+        self._write(NO_EVENTS, lambda connection: outbox.mark_failed(connection, self.clock() + retry_in, message_id, worker, error))
 
     def outbox(self, status: str | None = None) -> tuple[OutboxMessage, ...]:
         """Every message (with one status): for audits and tests, not for the hot path."""
@@ -291,7 +315,7 @@ class Store:
         cleaned = [clean_sector(sector) for sector in sectors]
         if len({sector[0] for sector in cleaned}) != len(cleaned):
             raise InvalidRequest("sector names must be unique within an event")
-        event_id = self._submit(lambda connection: admin.insert_event(connection, self.clock(), name, venue, starts_at, cleaned))
+        event_id = self._write(NO_EVENTS, lambda connection: admin.insert_event(connection, self.clock(), name, venue, starts_at, cleaned))
         return self.get_event(event_id)
 
     def update_event(
@@ -316,7 +340,7 @@ class Store:
         for sector, limit in half_limits:
             if limit is not None and not 0 <= limit <= MAX_CAPACITY:
                 raise InvalidRequest(f"half-price limit of {sector} must be between 0 and {MAX_CAPACITY}, or None")
-        self._submit(lambda connection: admin.update_event(
+        self._write((event_id,), lambda connection: admin.update_event(
             connection, self.clock(), event_id, changes, capacities, half_limits, self.offer_seconds
         ))
         return self.get_event(event_id)
@@ -329,24 +353,26 @@ class Store:
             raise InvalidRequest(f"capacity of {name} must be between 1 and {MAX_CAPACITY}")
         if half_limit is not None and not 0 <= half_limit <= capacity:
             raise InvalidRequest(f"half-price limit of {name} must be between 0 and its capacity, or None")
-        self._submit(lambda connection: admin.add_sector(connection, self.clock(), event_id, name, price_cents, capacity, half_limit))
+        self._write((event_id,), lambda connection: admin.add_sector(
+            connection, self.clock(), event_id, name, price_cents, capacity, half_limit
+        ))
         return self.get_event(event_id)
 
     def set_event_status(self, event_id: int, status: str) -> Event:
         """Pause (no new reservations; holds may still be confirmed) or resume sales; a cancelled event stays so."""
         if status not in ("on_sale", "paused"):
             raise InvalidRequest("an event can be put on sale or paused here; cancel it with cancel_event")
-        self._submit(lambda connection: admin.set_event_status(connection, self.clock(), event_id, status, self.offer_seconds))
+        self._write((event_id,), lambda connection: admin.set_event_status(connection, self.clock(), event_id, status, self.offer_seconds))
         return self.get_event(event_id)
 
     def cancel_event(self, event_id: int) -> tuple[Event, int]:
         """Cancel the event and every active reservation in it, mailing each customer; answers how many were cancelled."""
-        cancelled = self._submit(lambda connection: admin.cancel_event(connection, self.clock(), event_id, self.offer_seconds))
+        cancelled = self._write((event_id,), lambda connection: admin.cancel_event(connection, self.clock(), event_id, self.offer_seconds))
         return self.get_event(event_id), cancelled
 
     def delete_event(self, event_id: int) -> None:
         """Only an event that never took a reservation can vanish; one with history must be cancelled instead."""
-        self._submit(lambda connection: admin.delete_event(connection, self.clock(), event_id))
+        self._write((event_id,), lambda connection: admin.delete_event(connection, self.clock(), event_id))
 
     def list_reservations(
         self, event_id: int | None = None, email: str | None = None, status: str | None = None, limit: int = 1000

@@ -193,9 +193,6 @@ def set_event_status(connection: Connection, now: float, event_id: int, status: 
 def cancel_event(connection: Connection, now: float, event_id: int, offer_seconds: float) -> int:
     """Cancel the event and every active reservation in it, mailing each customer; answers how many were cancelled."""
     event_head(connection, event_id)
-    # The sectors' rows first: a sale in flight holds one, so this waits for it, and the reservations read
-    # below include it; a sale arriving later waits here and then finds the event cancelled.
-    sales.lock_sectors(connection, event_id)
     connection.execute("UPDATE events SET status = 'cancelled' WHERE id = ?", (event_id,))
     rows = every(ReservationRow, connection.execute(
         f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE event_id = ? AND status IN (?, ?)", (event_id, *ACTIVE)

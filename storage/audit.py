@@ -2,7 +2,7 @@
 
 Per sector, capacity == available + held + confirmed, and the half-price counter equals the active
 half-price tickets and stays within its limit; in a seated sector, the seats held are exactly those of the
-active reservations, one per ticket. An empty list is a healthy inventory.
+active reservations, one per ticket, and no seat is in two active reservations. An empty list is a healthy inventory.
 """
 
 from __future__ import annotations
@@ -38,13 +38,18 @@ def seat_problems(connection: Connection) -> list[str]:
         "WHERE r.status NOT IN ('held', 'confirmed') OR r.event_id <> h.event_id OR r.sector <> h.sector"
     ).fetchall()
     mismatched = connection.execute(
-        "SELECT r.code, r.quantity, r.seats, (SELECT COUNT(*) FROM seat_holds h WHERE h.code = r.code) "
+        "SELECT r.code, r.event_id, r.sector, r.quantity, r.seats, (SELECT COUNT(*) FROM seat_holds h WHERE h.code = r.code) "
         "FROM reservations r JOIN sectors s ON s.event_id = r.event_id AND s.name = r.sector "
         "WHERE s.seat_rows > 0 AND r.status IN ('held', 'confirmed')"
     ).fetchall()
     found = [f"event {event_id} sector {sector!r}: seat {seat} held by {status} reservation {code}"
              for event_id, sector, seat, code, status in stray]
-    for code, quantity, seats, holds in mismatched:
+    owners: dict[tuple[int, str, str], str] = {}
+    for code, event_id, sector, quantity, seats, holds in mismatched:
         if len(seats.split(",")) != quantity or holds != quantity:
             found.append(f"reservation {code}: {quantity} tickets, seats {seats!r}, {holds} seats held")
+        for seat in seats.split(","):
+            other = owners.setdefault((event_id, sector, seat), code)
+            if other != code:
+                found.append(f"event {event_id} sector {sector!r}: seat {seat} in two active reservations, {other} and {code}")
     return found

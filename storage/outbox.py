@@ -56,11 +56,15 @@ def any_due(connection: Connection, now: float) -> bool:
 
 
 def claim(connection: Connection, now: float, worker: str, limit: int, lease_seconds: float) -> tuple[OutboxMessage, ...]:
+    """Lease up to `limit` due messages. The lease is checked twice: in the subquery that picks the rows, and on
+    the row itself, because a PostgreSQL writer that waited for another claimer's row lock re-checks only the
+    outer condition against the row as committed (READ COMMITTED), so without it both would take the row."""
     rows = connection.execute(
         f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
         f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
-        f"AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id LIMIT ?) RETURNING {COLUMNS}",
-        (worker, now + lease_seconds, now, now, limit),
+        f"AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id LIMIT ?) "
+        f"AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < ?) RETURNING {COLUMNS}",
+        (worker, now + lease_seconds, now, now, limit, now),
     ).fetchall()
     return tuple(sorted((_message(row) for row in rows), key=lambda message: message.id))
 

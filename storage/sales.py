@@ -26,6 +26,11 @@ CATEGORIES = {"full": (1, 1), "half": (1, 2)}
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: codes are read aloud at a counter."""
 _CODE_TABLE = bytes(ord(CODE_ALPHABET[byte % 32]) for byte in range(256))
+OFFER_REQUEST_PREFIX = "\x01"
+"""What every waitlist offer's request id begins with: a control character, which no client's request id can
+hold (the store refuses control characters in any text it is given, request ids included). Request ids are
+one space shared by every reservation, so an offer's id must lie outside what a client may send, or a client
+reserving with it first would block the offer for good."""
 
 
 class Sale(NamedTuple):
@@ -102,15 +107,10 @@ def resize(connection: Connection, event_id: int, sector: str, capacity: int, ol
     )
 
 
-def lock_sectors(connection: Connection, event_id: int) -> None:
-    """Take the row locks of the event's sectors (a no-op update): a sale in flight holds one, so this waits for it."""
-    connection.execute("UPDATE sectors SET available = available WHERE event_id = ?", (event_id,))
-
-
 # -- the sale -----------------------------------------------------------------------------------------
 
 
-def reserve(connection: Connection, now: float, sale: Sale, hold_seconds: float, serial_writes: bool) -> Reservation:
+def reserve(connection: Connection, now: float, sale: Sale, hold_seconds: float) -> Reservation:
     """Hold (or, with confirm, sell) tickets; the same request id always answers with the same reservation."""
     half = sale.quantity if sale.category == "half" else 0
     taken = take(connection, sale.event_id, sale.sector, sale.quantity, half)
@@ -119,8 +119,6 @@ def reserve(connection: Connection, now: float, sale: Sale, hold_seconds: float,
         if existing is not None:
             return _replayed(existing, sale)
         taken = _take_or_explain(connection, sale.event_id, sale.sector, sale.quantity, half)
-    if not serial_writes:
-        still_on_sale(connection, sale.event_id)
     chosen = seats_for_sale(connection, sale.event_id, taken, sale.quantity, sale.seats)
     numerator, denominator = CATEGORIES[sale.category]
     unit = -(-taken.price_cents * numerator // denominator)
@@ -150,26 +148,20 @@ def _take_or_explain(connection: Connection, event_id: int, sector: str | None, 
     taken = take(connection, event_id, found.name, quantity, half)
     if taken is not None:
         return taken
-    still_on_sale(connection, event_id)
+    # The event is locked (or writes are serial), so this read is what the failed take saw.
     left, half_limit, half_taken = connection.execute(
         "SELECT available, half_limit, half_taken FROM sectors WHERE event_id = ? AND name = ?", (event_id, found.name)
     ).fetchone()
-    if left >= quantity:
-        half_left = max(0, half_limit - half_taken)
+    if left < quantity:
+        if left:
+            raise SoldOut(f"Only {left} tickets left in {found.name} for {found.event_name}")
+        raise SoldOut(f"{found.name} for {found.event_name} is sold out")
+    half_left = 0 if half_limit is None else max(0, half_limit - half_taken)
+    if half and half_limit is not None and half_left < half:
         if half_left:
             raise SoldOut(f"Only {half_left} half-price tickets left in {found.name} for {found.event_name}")
         raise SoldOut(f"No half-price tickets left in {found.name} for {found.event_name}; full price still available")
-    if left:
-        raise SoldOut(f"Only {left} tickets left in {found.name} for {found.event_name}")
-    raise SoldOut(f"{found.name} for {found.event_name} is sold out")
-
-
-def still_on_sale(connection: Connection, event_id: int) -> None:
-    """With writers side by side, the event may have been cancelled while this sale waited for the sector's row
-    lock; a cancel takes that lock first, so a fresh read after it is the truth (see admin.cancel_event)."""
-    status = connection.execute("SELECT status FROM events WHERE id = ?", (event_id,)).fetchone()[0]
-    if status != "on_sale":
-        raise EventClosed(f"The event is {status.replace('_', ' ')}; it takes no new reservations")
+    raise Unavailable(f"{found.name} for {found.event_name} changed while this sale was taken; try again")
 
 
 def sector_for_sale(connection: Connection, event_id: int, sector: str | None) -> SectorForSale:
@@ -278,25 +270,21 @@ def owned(row: ReservationRow | None, code: str, email: str) -> ReservationRow:
     return row
 
 
+def event_of(connection: Connection, code: str) -> tuple[int, ...]:
+    """The event of a reservation (none for an unknown code): what a confirm or cancel by code locks first."""
+    found = connection.execute("SELECT event_id FROM reservations WHERE code = ?", (code.strip().upper(),)).fetchone()
+    return () if found is None else (found[0],)
+
+
 def by_code(connection: Connection, code: str) -> ReservationRow | None:
     return one(ReservationRow, connection.execute(
         f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE code = ?", (code.strip().upper(),)
     ).fetchone())
 
 
-def _locked(connection: Connection, code: str, email: str) -> ReservationRow:
-    """The reservation as it stands, locked until the write commits: the do-nothing update takes the row
-    lock (PostgreSQL writers run side by side; SQLite's are serial anyway), so a confirm and a cancel of
-    one hold cannot both act on what each read before the other committed."""
-    row = one(ReservationRow, connection.execute(
-        f"UPDATE reservations SET status = status WHERE code = ? RETURNING {RESERVATION_COLUMNS}", (code.strip().upper(),)
-    ).fetchone())
-    return owned(row, code, email)
-
-
 def confirm(connection: Connection, now: float, code: str, email: str, payment_ref: str | None) -> Reservation:
     """Turn a hold into a sale; confirming twice answers with the same sale."""
-    row = _locked(connection, code, email)
+    row = owned(by_code(connection, code), code, email)  # read under the event's lock (or the serial writer)
     if row.status == ReservationStatus.CONFIRMED:
         return row.record()
     if row.status == ReservationStatus.CANCELLED:
@@ -322,18 +310,28 @@ def confirm(connection: Connection, now: float, code: str, email: str, payment_r
 
 def cancel(connection: Connection, now: float, code: str, email: str, offer_seconds: float) -> Reservation:
     """Give the tickets back; cancelling twice (or a lapsed hold) changes nothing and says how it stands."""
-    row = _locked(connection, code, email)
+    row = owned(by_code(connection, code), code, email)  # read under the event's lock (or the serial writer)
     if row.status not in ACTIVE:
         return row.record()
     release(connection, now, "cancel", row, offer_seconds, announce="cancelled")
     return row._replace(status=RESERVATION_LIFECYCLE["cancel"].target, expires_at=None).record()
 
 
-def expire(connection: Connection, now: float, limit: int, offer_seconds: float) -> int:
-    """Release every hold that lapsed by `now` (at most `limit`); each expiry happens once, whoever runs it."""
-    rows = every(ReservationRow, connection.execute(
-        f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE status = ? AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+def lapsed_events(connection: Connection, now: float, limit: int) -> tuple[int, ...]:
+    """The events of the (at most `limit`) oldest holds that lapsed by `now`: what an expiry sweep locks."""
+    return tuple(event_id for (event_id,) in connection.execute(
+        "SELECT DISTINCT event_id FROM (SELECT event_id FROM reservations WHERE status = ? AND expires_at <= ? "
+        "ORDER BY expires_at LIMIT ?) AS lapsed ORDER BY event_id",
         (ReservationStatus.HELD.value, now, limit),
+    ).fetchall())
+
+
+def expire(connection: Connection, now: float, limit: int, offer_seconds: float, events: Sequence[int]) -> int:
+    """Release every hold of `events` that lapsed by `now` (at most `limit`); each expiry happens once, whoever runs it."""
+    rows = every(ReservationRow, connection.execute(
+        f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE status = ? AND expires_at <= ? "
+        f"AND event_id IN ({_placeholders(events)}) ORDER BY expires_at LIMIT ?",
+        (ReservationStatus.HELD.value, now, *events, limit),
     ).fetchall())
     for row in rows:
         release(connection, now, "expire", row, offer_seconds)
@@ -403,7 +401,7 @@ def offer_freed(connection: Connection, now: float, event_id: int, sector: str, 
         expires_at = now + offer_seconds
         wanted = ReservationRow("", event_id, sector, entry.quantity, entry.customer, entry.email, "full", taken.price_cents,
                                 taken.price_cents * entry.quantity, RESERVATION_LIFECYCLE["hold"].target, now, expires_at, chosen)
-        row, fresh = insert_reservation(connection, wanted, f"waitlist-{entry.id}")
+        row, fresh = insert_reservation(connection, wanted, f"{OFFER_REQUEST_PREFIX}waitlist:{entry.id}")
         if not fresh:
             give_back(connection, event_id, sector, entry.quantity, 0)
             continue

@@ -131,6 +131,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN facts TEXT NOT NULL DEFAULT '';
     """,
+    # 6: the lookups by customer email read an index, not the table: the clerk's search, and a join that finds
+    # the same customer already waiting in that sector (a bot-filled queue must not be read whole per join).
+    # Both compare lower(email), so the indexes are on that expression.
+    """
+    CREATE INDEX reservations_by_email ON reservations(lower(email));
+    CREATE INDEX waitlist_by_email ON waitlist(event_id, sector, lower(email)) WHERE status = 'waiting';
+    """,
 )
 
 DEMO_CATALOGUE: tuple[tuple[str, str, str, tuple[SectorSpec, ...]], ...] = (

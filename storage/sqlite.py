@@ -5,6 +5,13 @@ so far in one transaction, each write inside its own savepoint so a refusal undo
 covers the whole group. The write lock is the in-process mutual exclusion; `BEGIN IMMEDIATE` (behind a
 `flock`) is the one across processes. Reads use a small pool of connections and never wait for writes (WAL
 readers see the last commit). sqlite3's errors become `Unavailable` here, opening the file included.
+
+The file under a running store may be deleted, or replaced (its directory removed and made again, a backup
+restored over it): SQLite would go on committing into the inode it holds open, which nobody will ever read
+again. So every group commit checks, just before its COMMIT and again before it answers, that the path still
+names the file this engine opened (device and inode, two `stat` calls) and that the WAL beside it was not
+cut shorter than this engine last left it; a mismatch is a fault that stays: writes and reads are
+`Unavailable` naming the path and the reason, and `health()` says it for the server.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from errors import ReservationError, Unavailable
-from storage.engine import WRITE_TIMEOUT_SECONDS, T
+from storage.engine import WRITE_TIMEOUT_SECONDS, Events, T
 
 log = logging.getLogger("bilheteria.storage.sqlite")
 
@@ -63,9 +70,14 @@ class SqliteEngine:
         self._idle.set()
         self._committed = threading.Condition()
         self._closed = False
+        self._fault: str | None = None
+        """Why this engine stopped taking writes (its file is gone or replaced); None while healthy. Never cleared."""
+        self._wal_seen: tuple[int, int, int] | None = None
+        """The WAL's (device, inode, size) after this engine's last commit."""
         try:
             self._writer_connection = self._connect()
             self._process_lock = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._identity = _identity(path)
         except (sqlite3.Error, OSError) as exc:
             self._close_connections()
             raise Unavailable(f"database error: {exc}") from exc
@@ -80,14 +92,49 @@ class SqliteEngine:
             self._all_connections.append(connection)
         return connection
 
+    def health(self) -> str | None:
+        """None while the path still names the file this engine writes; otherwise the reason, one line."""
+        if self._fault is None:
+            self._check_files()
+        return self._fault
+
+    def _check_files(self) -> None:
+        """Record a fault if the database file at the path is not the one open here, or the WAL was cut short."""
+        if self._fault is not None:
+            return
+        try:
+            if _identity(self.path) != self._identity:
+                self._fault = f"{self.path} was replaced by another file under the running store"
+                return
+        except FileNotFoundError:
+            self._fault = f"{self.path} was deleted under the running store"
+        except OSError as exc:
+            self._fault = f"{self.path} cannot be checked: {exc.strerror}"
+        if self._fault is None and self._wal_seen is not None:
+            wal = _wal_state(self.path)
+            if wal is None or wal[:2] != self._wal_seen[:2]:
+                self._fault = f"{self.path}-wal was deleted or replaced under the running store"
+            elif wal[2] < self._wal_seen[2]:
+                self._fault = f"{self.path}-wal was truncated under the running store ({wal[2]} bytes, was {self._wal_seen[2]})"
+        if self._fault is not None:
+            log.error("database unusable, refusing every write: %s", self._fault)
+
+    def _refuse_if_faulty(self) -> None:
+        if self._fault is not None:
+            raise Unavailable(f"the database cannot be used: {self._fault}")
+
     @contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise Unavailable("the store is closed")
+        self._refuse_if_faulty()
         try:
             connection = self._readers.get_nowait()
         except queue.Empty:
-            connection = self._connect()
+            try:
+                connection = self._connect()
+            except sqlite3.Error as exc:
+                raise Unavailable(f"database error: {exc}") from exc
         try:
             yield connection
         except sqlite3.Error as exc:
@@ -125,8 +172,9 @@ class SqliteEngine:
                 connection.execute("ROLLBACK")
             raise
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` inside the next group commit and return once it is durable.
+    def submit(self, op: Callable[[sqlite3.Connection], T], events: Events) -> T:
+        """Run `op` inside the next group commit and return once it is durable. Writers take turns here, so
+        `events` (what a side-by-side engine would lock) needs nothing.
 
         Callers queue their write; if nobody is committing, the caller becomes the leader, takes every
         write queued so far (its own and others') and commits them in one transaction. It then wakes the
@@ -187,6 +235,8 @@ class SqliteEngine:
         # holder may take the lock straight back; a kernel lock queues the server processes instead.
         fcntl.flock(self._process_lock, fcntl.LOCK_EX)
         try:
+            self._check_files()
+            self._refuse_if_faulty()
             connection.execute("BEGIN IMMEDIATE")
             for job in batch:
                 connection.execute("SAVEPOINT request")
@@ -196,8 +246,17 @@ class SqliteEngine:
                     connection.execute("ROLLBACK TO request")
                     job.error = exc if isinstance(exc, ReservationError) else _as_unavailable(exc)
                 connection.execute("RELEASE request")
+            self._check_files()
+            self._refuse_if_faulty()
             connection.execute("COMMIT")
-            committed = True
+            self._check_files()
+            if self._fault is not None:
+                reason = f"the write went into a file that is no longer {self.path} and will be lost: {self._fault}"
+            else:
+                self._wal_seen = _wal_state(self.path)
+                committed = True
+        except Unavailable as exc:
+            reason = str(exc)
         except sqlite3.Error as exc:
             log.error("group of %d writes not committed: %s", len(batch), exc)
             reason = f"the database could not commit: {exc}"
@@ -255,6 +314,21 @@ class SqliteEngine:
             for connection in self._all_connections:
                 connection.close()
             self._all_connections.clear()
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """(device, inode) of the file at `path`: the same pair means the same file, whatever its contents."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
+def _wal_state(path: str) -> tuple[int, int, int] | None:
+    """(device, inode, size) of the WAL beside the database, or None when there is none."""
+    try:
+        found = os.stat(f"{path}-wal")
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size
 
 
 def _as_unavailable(exc: BaseException) -> BaseException:

@@ -55,6 +55,12 @@ def leave(connection: Connection, now: float, entry_id: int, email: str, offer_s
         sales.release(connection, now, "cancel", offered, offer_seconds)  # type: ignore[arg-type]
 
 
+def event_of(connection: Connection, entry_id: int) -> tuple[int, ...]:
+    """The event of an entry (none for an unknown id): what leaving the queue locks first."""
+    found = connection.execute("SELECT event_id FROM waitlist WHERE id = ?", (entry_id,)).fetchone()
+    return () if found is None else (found[0],)
+
+
 def close(connection: Connection, event_id: int) -> None:
     """Everyone still waiting for a cancelled event leaves the queue."""
     leave_ = WAITLIST_LIFECYCLE["leave"]

@@ -243,7 +243,7 @@ def test_several_sectors_need_a_sector_name(store: Store) -> None:
 
 def test_closed_events_take_no_reservations(store: Store) -> None:
     event_id = small_event(store)
-    store.engine.submit(lambda connection: connection.execute("UPDATE events SET status = 'paused' WHERE id = ?", (event_id,)))
+    store.engine.submit(lambda connection: connection.execute("UPDATE events SET status = 'paused' WHERE id = ?", (event_id,)), (event_id,))
     with pytest.raises(EventClosed, match="Show X is paused"):
         store.reserve(event_id, 1, "Ana", "ana@example.com")
 
@@ -312,7 +312,8 @@ def test_the_database_itself_refuses_a_negative_availability(store: Store) -> No
     event_id = small_event(store, capacity=2)
     with pytest.raises(Unavailable, match=r"(?i)check constraint"):
         store.engine.submit(
-            lambda connection: connection.execute("UPDATE sectors SET available = available - 3 WHERE event_id = ?", (event_id,))
+            lambda connection: connection.execute("UPDATE sectors SET available = available - 3 WHERE event_id = ?", (event_id,)),
+            (event_id,),
         )
     assert available(store, event_id) == 2
 
@@ -542,3 +543,22 @@ def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path, where: str) -
     (tmp_path / "not-a-database.db").write_bytes(b"this is no SQLite file, only text long enough to be read as a header" * 4)
     with pytest.raises(Unavailable, match="database error"):
         Store(tmp_path / where)
+
+
+EMAIL_LOOKUPS = (
+    ("reservations_by_email", "SELECT code FROM reservations WHERE lower(email) = lower(?) ORDER BY created_at DESC LIMIT 10"),
+    ("waitlist_by_email", "SELECT id FROM waitlist WHERE event_id = ? AND sector = ? AND lower(email) = lower(?) AND status = 'waiting'"),
+)
+
+
+@pytest.mark.parametrize(("index", "query"), EMAIL_LOOKUPS)
+def test_lookups_by_email_read_an_index_not_the_table(store: Store, index: str, query: str) -> None:
+    """The clerk's search by email and a retried waitlist join ask the index on lower(email) (migration 6)."""
+    arguments = ("ana@example.com",) if query.count("?") == 1 else (1, "Pista", "ana@example.com")
+    with raw_database(store.path) as connection:
+        if store.backend == "postgresql":
+            connection.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway; is the index usable?
+            plan = "\n".join(row[0] for row in connection.execute("EXPLAIN " + query.replace("?", "%s"), arguments))
+        else:
+            plan = "\n".join(str(row[-1]) for row in connection.execute("EXPLAIN QUERY PLAN " + query, arguments))
+    assert index in plan, plan

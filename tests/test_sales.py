@@ -73,12 +73,12 @@ def test_a_sold_out_sector_refuses_and_keeps_its_count(connection: sqlite3.Conne
     event_id = open_event(connection, ("Pista", 10000, 3))
     assert sales.take(connection, event_id, "Pista", 4, 0) is None
     assert stock(connection, event_id, "Pista") == (3, 3, 0)
-    sales.reserve(connection, NOW, sale(event_id, 2, request_id="a"), HOLD, True)
+    sales.reserve(connection, NOW, sale(event_id, 2, request_id="a"), HOLD)
     with pytest.raises(SoldOut, match="Only 1 tickets left in Pista for Show X"):
-        sales.reserve(connection, NOW, sale(event_id, 2, request_id="b"), HOLD, True)
-    sales.reserve(connection, NOW, sale(event_id, 1, request_id="c", confirm=True), HOLD, True)
+        sales.reserve(connection, NOW, sale(event_id, 2, request_id="b"), HOLD)
+    sales.reserve(connection, NOW, sale(event_id, 1, request_id="c", confirm=True), HOLD)
     with pytest.raises(SoldOut, match="Pista for Show X is sold out"):
-        sales.reserve(connection, NOW, sale(event_id, 1, request_id="d"), HOLD, True)
+        sales.reserve(connection, NOW, sale(event_id, 1, request_id="d"), HOLD)
     capacity, available, _ = stock(connection, event_id, "Pista")
     assert (available, *counts(connection, event_id, "Pista")) == (0, 2, 1)
     assert capacity == available + sum(counts(connection, event_id, "Pista"))
@@ -90,12 +90,12 @@ def test_the_half_price_cap_refuses_past_its_limit_and_counts_back(connection: s
     connection.execute("UPDATE sectors SET half_limit = 2 WHERE event_id = ?", (event_id,))
     assert sales.take(connection, event_id, "Pista", 3, 3) is None, "3 half-price tickets over a limit of 2"
     assert stock(connection, event_id, "Pista") == (10, 10, 0)
-    half = sales.reserve(connection, NOW, sale(event_id, 2, category="half", request_id="h1"), HOLD, True)
+    half = sales.reserve(connection, NOW, sale(event_id, 2, category="half", request_id="h1"), HOLD)
     assert (half.unit_price_cents, half.total_cents) == (501, 1002)
     assert stock(connection, event_id, "Pista") == (10, 8, 2)
     with pytest.raises(SoldOut, match="No half-price tickets left in Pista for Show X; full price still available"):
-        sales.reserve(connection, NOW, sale(event_id, 1, category="half", request_id="h2"), HOLD, True)
-    sales.reserve(connection, NOW, sale(event_id, 1, request_id="f1"), HOLD, True)
+        sales.reserve(connection, NOW, sale(event_id, 1, category="half", request_id="h2"), HOLD)
+    sales.reserve(connection, NOW, sale(event_id, 1, request_id="f1"), HOLD)
     assert stock(connection, event_id, "Pista") == (10, 7, 2)
     sales.cancel(connection, NOW, half.code, "ana@example.com", OFFER)
     assert stock(connection, event_id, "Pista") == (10, 9, 0), "a cancelled half-price sale gives its cap back"
@@ -104,14 +104,14 @@ def test_the_half_price_cap_refuses_past_its_limit_and_counts_back(connection: s
 
 def test_a_seat_is_never_taken_twice(connection: sqlite3.Connection) -> None:
     event_id = open_event(connection, ("Plateia", 9000, 2, 3))
-    first = sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="s1", seats=("A1", "A2")), HOLD, True)
+    first = sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="s1", seats=("A1", "A2")), HOLD)
     assert first.seats == ("A1", "A2")
     connection.execute("SAVEPOINT refused")
     with pytest.raises(SoldOut, match="Seat A2 is already taken in Plateia"):
-        sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="s2", seats=("A2", "A3")), HOLD, True)
+        sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="s2", seats=("A2", "A3")), HOLD)
     connection.execute("ROLLBACK TO refused")  # what the engine does with a refused write: undo it alone
     connection.execute("RELEASE refused")
-    best = sales.reserve(connection, NOW, sale(event_id, 3, "Plateia", request_id="s3"), HOLD, True)
+    best = sales.reserve(connection, NOW, sale(event_id, 3, "Plateia", request_id="s3"), HOLD)
     assert best.seats == ("B1", "B2", "B3")
     holds = connection.execute("SELECT seat FROM seat_holds WHERE event_id = ? ORDER BY seat", (event_id,)).fetchall()
     assert [seat for (seat,) in holds] == ["A1", "A2", "B1", "B2", "B3"]
@@ -121,8 +121,8 @@ def test_a_seat_is_never_taken_twice(connection: sqlite3.Connection) -> None:
 
 def test_a_replayed_request_answers_with_the_original_and_takes_nothing(connection: sqlite3.Connection) -> None:
     event_id = open_event(connection, ("Pista", 10000, 10))
-    first = sales.reserve(connection, NOW, sale(event_id, 2, request_id="req-1", confirm=True), HOLD, True)
-    again = sales.reserve(connection, NOW + 5, sale(event_id, 2, request_id="req-1", confirm=True), HOLD, True)
+    first = sales.reserve(connection, NOW, sale(event_id, 2, request_id="req-1", confirm=True), HOLD)
+    again = sales.reserve(connection, NOW + 5, sale(event_id, 2, request_id="req-1", confirm=True), HOLD)
     assert again == first
     assert stock(connection, event_id, "Pista") == (10, 8, 0)
     assert counts(connection, event_id, "Pista") == (0, 2)
@@ -131,7 +131,7 @@ def test_a_replayed_request_answers_with_the_original_and_takes_nothing(connecti
 
 def test_release_gives_tickets_and_seats_back_once(connection: sqlite3.Connection) -> None:
     event_id = open_event(connection, ("Plateia", 9000, 1, 4))
-    held = sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="h"), HOLD, True)
+    held = sales.reserve(connection, NOW, sale(event_id, 2, "Plateia", request_id="h"), HOLD)
     assert stock(connection, event_id, "Plateia") == (4, 2, 0)
     row = sales.by_code(connection, held.code)
     sales.release(connection, NOW, "expire", row, OFFER)
@@ -144,10 +144,10 @@ def test_release_gives_tickets_and_seats_back_once(connection: sqlite3.Connectio
 
 def test_expire_releases_only_lapsed_holds(connection: sqlite3.Connection) -> None:
     event_id = open_event(connection, ("Pista", 10000, 10))
-    sales.reserve(connection, NOW, sale(event_id, 3, request_id="old"), HOLD, True)
-    sales.reserve(connection, NOW + HOLD, sale(event_id, 2, request_id="new"), HOLD, True)
-    sales.reserve(connection, NOW, sale(event_id, 1, request_id="sold", confirm=True), HOLD, True)
-    assert sales.expire(connection, NOW + HOLD, 500, OFFER) == 1
+    sales.reserve(connection, NOW, sale(event_id, 3, request_id="old"), HOLD)
+    sales.reserve(connection, NOW + HOLD, sale(event_id, 2, request_id="new"), HOLD)
+    sales.reserve(connection, NOW, sale(event_id, 1, request_id="sold", confirm=True), HOLD)
+    assert sales.expire(connection, NOW + HOLD, 500, OFFER, (event_id,)) == 1
     assert stock(connection, event_id, "Pista") == (10, 7, 0)
     assert counts(connection, event_id, "Pista") == (2, 1)
     assert audit.problems(connection) == []
@@ -155,7 +155,7 @@ def test_expire_releases_only_lapsed_holds(connection: sqlite3.Connection) -> No
 
 def test_freed_tickets_go_to_the_waitlist_first(connection: sqlite3.Connection) -> None:
     event_id = open_event(connection, ("Pista", 10000, 2))
-    held = sales.reserve(connection, NOW, sale(event_id, 2, request_id="all"), HOLD, True)
+    held = sales.reserve(connection, NOW, sale(event_id, 2, request_id="all"), HOLD)
     connection.execute(
         "INSERT INTO waitlist (event_id, sector, quantity, customer, email, status, created_at) VALUES (?, 'Pista', 2, 'Bia', "
         "'bia@example.com', 'waiting', ?)", (event_id, NOW),

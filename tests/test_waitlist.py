@@ -158,3 +158,20 @@ def test_two_stores_on_one_database_expire_and_offer_once(tmp_path: Path, clock:
     finally:
         first.close()
         second.close()
+
+
+def test_no_request_id_a_client_can_send_blocks_a_waitlist_offer(store: Store) -> None:
+    """Request ids are global: a client that reserved first with the id an offer would use once blocked that
+    offer for good. Offers now use ids outside what any client may send."""
+    event_id, (_, bia) = sold_out_show(store)
+    caio = store.join_waitlist(event_id, 2, "Caio", "caio@example.com")
+    elsewhere = store.create_event("Other", "Teatro", "2027-05-02T19:00:00-03:00", (("Geral", 5000, 50),)).id
+    for guess in (f"waitlist-{caio.id}", f"waitlist:{caio.id}", f"offer-{caio.id}", str(caio.id)):
+        store.reserve(elsewhere, 1, "Bot", "bot@example.com", request_id=guess)
+    with pytest.raises(InvalidRequest, match="control characters"):
+        store.reserve(elsewhere, 1, "Bot", "bot@example.com", request_id=f"\x01waitlist:{caio.id}")
+    store.cancel(bia, "bia@example.com")
+    offered = store.get_waitlist_entry(caio.id, "caio@example.com")
+    assert offered.status == "offered"
+    assert store.get_reservation(offered.code, "caio@example.com").customer == "Caio"
+    assert store.check_invariants() == []

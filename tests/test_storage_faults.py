@@ -1,0 +1,97 @@
+"""A SQLite database taken away under a running store: deleted with its directory, replaced by another file, or
+its WAL cut short. The store must stop acknowledging writes into a file nobody will read again, say why in
+`health()`, and refuse with `Unavailable` naming the path and the reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from database import Store
+from errors import Unavailable
+
+
+@pytest.fixture
+def location(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "tickets.db"
+
+
+@pytest.fixture
+def store(location: Path) -> Iterator[Store]:
+    location.parent.mkdir()
+    store = Store(location)
+    yield store
+    store.close()
+
+
+def sell(store: Store, name: str = "Ana") -> str:
+    return store.reserve(1, 1, name, f"{name.lower()}@example.com", sector="Pista", confirm=True).code
+
+
+def refuses_with(store: Store, reason: str) -> None:
+    assert reason in (store.health() or ""), store.health()
+    with pytest.raises(Unavailable, match=reason) as refused:
+        sell(store, "Late")
+    assert store.path in str(refused.value)
+    with pytest.raises(Unavailable, match=reason):
+        store.list_events()
+
+
+def test_a_healthy_store_says_nothing_while_another_store_shares_its_file(store: Store, location: Path) -> None:
+    assert store.health() is None
+    sell(store)
+    other = Store(location)
+    try:
+        for n in range(20):
+            sell(other, f"Bia{n}")
+            sell(store, f"Caio{n}")
+    finally:
+        other.close()
+    sell(store, "Duda")
+    assert store.health() is None
+    assert store.check_invariants() == []
+
+
+def test_deleting_the_directory_under_a_running_store_stops_its_writes(store: Store, location: Path) -> None:
+    sell(store)
+    shutil.rmtree(location.parent)
+    refuses_with(store, "was deleted under the running store")
+
+
+def test_the_store_notices_the_deletion_at_its_next_write_without_being_asked(store: Store, location: Path) -> None:
+    sell(store)
+    shutil.rmtree(location.parent)
+    with pytest.raises(Unavailable, match="was deleted under the running store"):
+        sell(store, "Bia")
+    assert "was deleted" in (store.health() or "")
+
+
+def test_a_file_put_in_its_place_is_not_the_store_s_database(store: Store, location: Path) -> None:
+    sell(store)
+    copy = location.with_name("copy.db")
+    shutil.copy(location, copy)
+    os.replace(copy, location)
+    refuses_with(store, "was replaced by another file")
+
+
+def test_a_directory_made_again_with_a_new_database_is_not_the_store_s_database(store: Store, location: Path) -> None:
+    sell(store)
+    shutil.rmtree(location.parent)
+    location.parent.mkdir()
+    Store(location).close()
+    refuses_with(store, "was replaced by another file")
+
+
+def test_a_truncated_wal_stops_the_writes_that_would_be_lost_with_it(store: Store, location: Path) -> None:
+    """Sales committed since the last checkpoint live only in the WAL; cutting it loses them (nothing can bring
+    them back), and every sale acknowledged after the cut would go into a log SQLite can no longer replay."""
+    for n in range(3):
+        sell(store, f"Ana{n}")
+    wal = Path(f"{location}-wal")
+    assert wal.stat().st_size > 0
+    os.truncate(wal, 0)
+    refuses_with(store, "-wal was truncated under the running store")
