@@ -31,6 +31,7 @@ from net import tls
 from net.registry_protocol import SERVICE_NAME
 from records import ServerStatus, to_wire
 from service import wire
+from service.admission import Admission, default_max_connections
 from service.box_office import BoxOffice, is_database_url, load_admin_token
 from service.config import ConfigError, ServerConfig, parse_config
 from service.counters import report_activity
@@ -327,12 +328,14 @@ def serve(config: ServerConfig) -> int:
             protocol_config=PROTOCOL_CONFIG,
             logger=quiet,
             auto_register=False,
+            admission=Admission(config.max_connections or default_max_connections(), box.floods),
+            idle_seconds=config.idle_seconds,
+            tls_context=listen_tls,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         store.close()
         return 1
-    server.tls_context = listen_tls
     box.server_id = box.live.server_id = f"{socket.gethostname()}:{server.port}"
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -341,13 +344,15 @@ def serve(config: ServerConfig) -> int:
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
     threading.Thread(target=sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
     threading.Thread(target=report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
+    threading.Thread(target=box.floods.run, args=(stopping,), name="floods", daemon=True).start()
     mailer = Mailer(store, config.smtp, worker=box.server_id, mail_from=config.mail_from)
     mailer.start()
     box.live.start()
     registrar = Registrar(list(config.name_servers), server.port, tls_context=name_server_tls)
     registrar.start()
-    log.info("clients connect with %s; name servers are reached with %s",
-             "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text")
+    log.info("clients connect with %s; name servers are reached with %s; at most %d connections, closed after %.0f s idle",
+             "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text",
+             server.admission.max_connections, server.idle_seconds)
     print(f"Ticket server listening on {config.host}:{server.port}", flush=True)
     stopping.wait()
     log.info("shutting down: unregistering, finishing in-flight calls")

@@ -20,6 +20,7 @@ from typing import Any
 from database import Store
 from errors import Forbidden
 from service.counters import Counters
+from service.floods import Floods
 from service.live import LiveFeed
 
 log = logging.getLogger("bilheteria.service.box_office")
@@ -34,6 +35,7 @@ class BoxOffice:
         self.server_id = server_id
         self.started = time.monotonic()
         self.counters = Counters()
+        self.floods = Floods()
         self.live = LiveFeed(store, server_id)
 
     def check_token(self, token: Any, peer: str) -> None:

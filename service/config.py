@@ -20,6 +20,7 @@ from typing import NoReturn, TypeVar
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS
 from net.registry_protocol import Address, parse_address
 from service.mailer import DEFAULT_MAIL_FROM, SmtpSettings, add_mail_arguments
+from service.transport import DEFAULT_IDLE_SECONDS
 
 ENV_PREFIX = "BILHETERIA_"
 DEFAULT_HOST = "127.0.0.1"
@@ -56,6 +57,9 @@ class ServerConfig:
     cafile: str | None = None
     smtp: SmtpSettings | None = None
     mail_from: str = DEFAULT_MAIL_FROM
+    max_connections: int | None = None
+    """None: derived from the descriptor limit (service.admission.default_max_connections)."""
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +81,9 @@ _VALUES: tuple[tuple[str, str], ...] = (
     ("--certfile", "PEM certificate: accept only TLS connections (with --keyfile)"),
     ("--keyfile", "PEM private key of --certfile"),
     ("--cafile", "PEM CA: talk TLS to the name servers, trusting only certificates it signed"),
+    ("--max-connections", ("most client connections open at once; beyond it a newcomer is refused at once "
+                          "(default: half the descriptor limit, at most 4096)")),
+    ("--idle-seconds", f"close a connection that sends nothing for this long (default {DEFAULT_IDLE_SECONDS:.0f})"),
 )
 """The flags that take one value, each with its variable BILHETERIA_<FLAG> (see `_variable`)."""
 
@@ -145,6 +152,8 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         cafile=setting("--cafile", str, None) or None,
         smtp=SmtpSettings.from_args(args),
         mail_from=args.mail_from,
+        max_connections=setting("--max-connections", _max_connections, None),
+        idle_seconds=setting("--idle-seconds", _seconds, DEFAULT_IDLE_SECONDS),
     )
 
 
@@ -171,6 +180,13 @@ def _max_per_order(text: str) -> int:
     most = _integer(text)
     if most < 1:
         raise ValueError(f"{most} would refuse every sale; allow at least 1 ticket per order")
+    return most
+
+
+def _max_connections(text: str) -> int:
+    most = _integer(text)
+    if most < 1:
+        raise ValueError(f"{most} would refuse every client; allow at least 1 connection")
     return most
 
 
