@@ -32,11 +32,12 @@ from net.registry_protocol import SERVICE_NAME
 from records import ServerStatus, to_wire
 from service import wire
 from service.admission import Admission, default_max_connections
-from service.box_office import BoxOffice, is_database_url, load_admin_token
+from service.box_office import BoxOffice, is_database_url, load_admin_token, shown_database
 from service.config import ConfigError, ServerConfig, parse_config
 from service.counters import report_activity
 from service.legacy import LegacyCalls
 from service.mailer import Mailer
+from service.opaque import Opaque, OpaqueConnection
 from service.registrar import Registrar
 from service.remote import remote
 from service.sweeper import sweep
@@ -51,13 +52,16 @@ SHUTDOWN_SECONDS = 10.0
 log = logging.getLogger("bilheteria.server")
 
 
-class TicketService(LegacyCalls, rpyc.Service):
+class TicketService(Opaque, LegacyCalls, rpyc.Service):
     """The RPC surface: one instance per connection (rpyc instantiates the class per client).
 
     Each exposed method checks its arguments (service/wire.py) and calls the store; `remote` turns what goes
-    wrong into a refusal or `Unavailable`, never a traceback."""
+    wrong into a refusal or `Unavailable`, never a traceback. Its repr, str, hash, dir and inspection tell a
+    client the service's name and calls, nothing internal (service/opaque.py)."""
 
     ALIASES = (SERVICE_NAME,)
+    PUBLIC_NAME = SERVICE_NAME
+    _protocol = OpaqueConnection
 
     def __init__(self, box: BoxOffice) -> None:
         self.box = box
@@ -285,7 +289,7 @@ class TicketService(LegacyCalls, rpyc.Service):
                 refusals=box.counters.refusals,
                 forbidden=box.counters.forbidden,
                 backend=box.store.backend,
-                database=box.store.path,
+                database=shown_database(box.store.path),
                 availability=availability,
             )
         return to_wire(status)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from database import Store
 from errors import Forbidden
@@ -51,6 +52,22 @@ class BoxOffice:
 
 def is_database_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
+
+
+def shown_database(db: str) -> str:
+    """The database as `status()` and the log may show it: a URL keeps its scheme, host, port and database name
+    and loses everything that may hold a secret (the user and password, and the query, where `password=` may
+    be); a SQLite path is shown as it is."""
+    if not is_database_url(db):
+        return db
+    try:
+        parts = urlsplit(db)
+        where = parts.hostname or ""
+        where = f"[{where}]" if ":" in where else where
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return f"{db.partition('://')[0]}://(a malformed URL, not shown)"
+    return f"{parts.scheme}://{where}{port}{parts.path}"
 
 
 def load_admin_token(explicit: str | None, db_path: str) -> tuple[str, str]:

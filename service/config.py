@@ -43,8 +43,8 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     """0 picks a free port (the readiness line says which)."""
-    db: str = DEFAULT_DB
-    """A SQLite file, or a postgresql:// URL."""
+    db: str = field(default=DEFAULT_DB, repr=False)
+    """A SQLite file, or a postgresql:// URL (which may carry a password, hence not in the repr)."""
     name_servers: tuple[Address, ...] = (parse_address(DEFAULT_NAME_SERVERS),)
     hold_seconds: float = DEFAULT_HOLD_SECONDS
     max_per_order: int = DEFAULT_MAX_PER_ORDER

@@ -358,6 +358,70 @@ def test_records_arrive_as_plain_tuples_not_netrefs(box: Box) -> None:
         connection.close()
 
 
+def test_nothing_a_client_holds_writes_into_the_server(box: Box) -> None:
+    """The seed's status answer still reads like its dict, but a client cannot write into it (it once could: 1.3 GB
+    of a client's data sat in server memory), nor change what the next caller reads."""
+    connection = rpyc.connect(LOCAL, box.port, config=RAW_CONFIG)
+    try:
+        status = connection.root.status_servidor()
+        assert type(status["horario"]) is str and type(status["ingressos_restantes"]) is int
+        assert "horario" in status and len(status) == 2
+        for write in (lambda: status.__setitem__("horario", "x" * 1000), lambda: status.__setitem__("junk", "y"),
+                      lambda: status.__delitem__("horario"), lambda: setattr(status, "junk", 1)):
+            with pytest.raises(Exception, match=r"setitem|delitem|cannot access|attribute") as refused:
+                write()
+            assert 'File "' not in str(refused.value)
+        assert status["horario"] != "x" * 1000 and "junk" not in status
+        again = connection.root.status_servidor()
+        assert again["ingressos_restantes"] == status["ingressos_restantes"] and "junk" not in again
+        for value in (status, again):
+            with pytest.raises(KeyError):
+                value["junk"]
+    finally:
+        connection.close()
+
+
+def test_status_names_the_database_without_its_password(postgres, tmp_path) -> None:
+    """status() needs no token, so it must show nothing secret: the PostgreSQL URL loses its user and password."""
+    url = postgres.create_schema(f"status{uuid.uuid4().hex[:8]}").replace("://postgres@", "://postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in url
+    cluster = Cluster(tmp_path, database=url)
+    cluster.start_name_server()
+    server = cluster.start_server()
+    try:
+        connection = rpyc.connect(LOCAL, next(iter(cluster.servers)), config=RAW_CONFIG)
+        try:
+            status = dict(connection.root.status())
+        finally:
+            connection.close()
+        assert "s3cret-pw" not in repr(status) and "postgres:" not in status["database"]
+        assert status["database"].startswith("postgresql://127.0.0.1:") and status["backend"] == "postgresql"
+        assert "s3cret-pw" not in server.output()
+    finally:
+        cluster.stop()
+
+
+def test_the_service_root_answers_introspection_with_nothing_internal(box: Box) -> None:
+    connection = rpyc.connect(LOCAL, box.port, config=RAW_CONFIG)
+    try:
+        root = connection.root
+        answers = {"repr": repr(root), "str": str(root), "hash": str(hash(root)), "dir": " ".join(dir(root)),
+                   "reference": repr(object.__getattribute__(root, "____id_pack__")),
+                   "inspection": " ".join(type(root).__dict__)}
+        status = root.status_servidor()
+        answers |= {"status repr": repr(status), "status dir": " ".join(dir(status)),
+                    "status reference": repr(object.__getattribute__(status, "____id_pack__"))}
+        internal = ("0x", "TicketService", "server.", "service.", "box", "_set_status", "_first_sector", "on_connect", "peer",
+                    "LegacyCalls", "SeedStatus")
+        for what, answer in answers.items():
+            for word in internal:
+                assert word not in answer, f"the root's {what} names {word!r}: {answer[:200]}"
+        assert repr(root) == "<TICKETS>" and "reserve" in dir(root) and "status_servidor" in dir(root)
+        assert root.ping() == "pong" and status["ingressos_restantes"] >= 0, "the calls still work"
+    finally:
+        connection.close()
+
+
 # -- (f) admin tokens ---------------------------------------------------------------------------------------------
 
 
