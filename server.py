@@ -26,7 +26,7 @@ import rpyc
 from rpyc.utils.helpers import classpartial
 
 from database import Store
-from errors import Unavailable
+from errors import InvalidRequest, Unavailable
 from net import tls
 from net.registry_protocol import SERVICE_NAME
 from records import ServerStatus, to_wire
@@ -145,15 +145,24 @@ class TicketService(Opaque, LegacyCalls, rpyc.Service):
     def exposed_join_waitlist(
         self, event_id: Any, quantity: Any, customer: Any, email: Any, sector: Any = None, callback: Any = None
     ) -> tuple:
-        """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets."""
+        """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets.
+
+        The entry is committed before its watch is placed, so a watch this server cannot take (over a cap, or
+        shutting down) does not turn the answer into a refusal: the entry comes back with a ("watch", reason)
+        pair, and the caller may watch it again (`watch_waitlist`, here or on another server)."""
         callback = wire.callback(callback, optional=True)
         entry = self.box.store.join_waitlist(
             wire.integer(event_id, "event_id"), wire.integer(quantity, "quantity", -wire.MAX_INT), wire.text(customer, "customer"),
             wire.text(email, "email"), wire.optional_text(sector, "sector"),
         )
-        if callback is not None:
-            self.box.live.watch_waitlist(entry.id, callback, self.connection)
         log.info("waitlist %d: event %d %s x%d joined from %s", entry.id, entry.event_id, entry.sector, entry.quantity, self.peer)
+        if callback is None:
+            return to_wire(entry)
+        try:
+            self.box.live.watch_waitlist(entry.id, callback, self.connection)
+        except (InvalidRequest, Unavailable) as exc:
+            log.info("waitlist %d: joined without a watch from %s: %s", entry.id, self.peer, exc)
+            return (*to_wire(entry), ("watch", f"not placed: {exc}; the entry is kept, watch it with watch_waitlist"))
         return to_wire(entry)
 
     @remote
