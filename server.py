@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import rpyc
@@ -66,11 +67,15 @@ class TicketService(Opaque, LegacyCalls, rpyc.Service):
     def __init__(self, box: BoxOffice) -> None:
         self.box = box
         self.peer = "?"
+        """HOST:PORT of the client, for the log and the per-connection throttles."""
+        self.address = "?"
+        """Its HOST, for the per-address throttles."""
         self.connection: rpyc.Connection | None = None
 
     def on_connect(self, conn: rpyc.Connection) -> None:
         self.connection = conn
         self.peer = peer(conn)
+        self.address = self.peer.rpartition(":")[0] or self.peer
         with self.box.counters.lock:
             self.box.counters.connections += 1
 
@@ -121,21 +126,24 @@ class TicketService(Opaque, LegacyCalls, rpyc.Service):
 
     @remote
     def exposed_confirm(self, code: Any, email: Any, payment_ref: Any = None) -> tuple:
-        reservation = self.box.store.confirm(
-            wire.text(code, "code"), wire.text(email, "email"), wire.optional_text(payment_ref, "payment_ref")
-        )
+        with self._lookup():
+            reservation = self.box.store.confirm(
+                wire.text(code, "code"), wire.text(email, "email"), wire.optional_text(payment_ref, "payment_ref")
+            )
         log.debug("confirmed %s from %s", reservation.code, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_cancel(self, code: Any, email: Any) -> tuple:
-        reservation = self.box.store.cancel(wire.text(code, "code"), wire.text(email, "email"))
+        with self._lookup():
+            reservation = self.box.store.cancel(wire.text(code, "code"), wire.text(email, "email"))
         log.debug("cancel %s -> %s from %s", reservation.code, reservation.status, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_get_reservation(self, code: Any, email: Any) -> tuple:
-        return to_wire(self.box.store.get_reservation(wire.text(code, "code"), wire.text(email, "email")))
+        with self._lookup():
+            return to_wire(self.box.store.get_reservation(wire.text(code, "code"), wire.text(email, "email")))
 
     @remote
     def exposed_get_seat_map(self, event_id: Any, sector: Any) -> tuple:
@@ -151,6 +159,7 @@ class TicketService(Opaque, LegacyCalls, rpyc.Service):
         shutting down) does not turn the answer into a refusal: the entry comes back with a ("watch", reason)
         pair, and the caller may watch it again (`watch_waitlist`, here or on another server)."""
         callback = wire.callback(callback, optional=True)
+        self.box.joins.admit(self.peer, self.address)
         entry = self.box.store.join_waitlist(
             wire.integer(event_id, "event_id"), wire.integer(quantity, "quantity", -wire.MAX_INT), wire.text(customer, "customer"),
             wire.text(email, "email"), wire.optional_text(sector, "sector"),
@@ -170,20 +179,27 @@ class TicketService(Opaque, LegacyCalls, rpyc.Service):
         """Watch an entry joined earlier (a terminal whose server died moves its watch here); answers the entry
         as it stands now, so an offer made while nobody watched is not missed."""
         entry_id, callback = wire.integer(entry_id, "entry_id"), wire.callback(callback)
-        self.box.store.get_waitlist_entry(entry_id, wire.text(email, "email"))
+        with self._lookup():
+            self.box.store.get_waitlist_entry(entry_id, wire.text(email, "email"))
         self.box.live.watch_waitlist(entry_id, callback, self.connection)
         # Read again after the watch is in place: an offer made between the two reads is in this answer.
         return to_wire(self.box.store.waitlist_entry(entry_id))
 
     @remote
     def exposed_leave_waitlist(self, entry_id: Any, email: Any) -> tuple:
-        entry = self.box.store.leave_waitlist(wire.integer(entry_id, "entry_id"), wire.text(email, "email"))
+        with self._lookup():
+            entry = self.box.store.leave_waitlist(wire.integer(entry_id, "entry_id"), wire.text(email, "email"))
         log.info("waitlist %d: left (%s) from %s", entry.id, entry.status, self.peer)
         return to_wire(entry)
 
     @remote
     def exposed_get_waitlist_entry(self, entry_id: Any, email: Any) -> tuple:
-        return to_wire(self.box.store.get_waitlist_entry(wire.integer(entry_id, "entry_id"), wire.text(email, "email")))
+        with self._lookup():
+            return to_wire(self.box.store.get_waitlist_entry(wire.integer(entry_id, "entry_id"), wire.text(email, "email")))
+
+    def _lookup(self) -> AbstractContextManager[None]:
+        """Around a call that finds something by code (or entry id) and email: failures are throttled."""
+        return self.box.lookups.failures(self.peer, self.address)
 
     @remote
     def exposed_admin_create_event(self, token: Any, name: Any, venue: Any, starts_at: Any, sectors: Any) -> tuple:
@@ -330,7 +346,7 @@ def serve(config: ServerConfig) -> int:
         store.close()
         return 2
     log.info("admin token from %s", token_source)
-    box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{config.port}")
+    box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{config.port}", throttle_scale=config.throttle_scale)
     quiet = logging.getLogger("bilheteria.rpyc")
     quiet.setLevel(logging.WARNING)
     try:

@@ -60,6 +60,8 @@ class ServerConfig:
     max_connections: int | None = None
     """None: derived from the descriptor limit (service.admission.default_max_connections)."""
     idle_seconds: float = DEFAULT_IDLE_SECONDS
+    throttle_scale: float = 1.0
+    """Multiplies every throttle of service/throttle.py: more where many honest clients share one address."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +86,8 @@ _VALUES: tuple[tuple[str, str], ...] = (
     ("--max-connections", ("most client connections open at once; beyond it a newcomer is refused at once "
                           "(default: half the descriptor limit, at most 4096)")),
     ("--idle-seconds", f"close a connection that sends nothing for this long (default {DEFAULT_IDLE_SECONDS:.0f})"),
+    ("--throttle-scale", ("allow this many times the failed lookups, wrong admin tokens and waitlist joins per connection "
+                          "and per address (default 1; raise it where many terminals share one address)")),
 )
 """The flags that take one value, each with its variable BILHETERIA_<FLAG> (see `_variable`)."""
 
@@ -154,6 +158,7 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         mail_from=args.mail_from,
         max_connections=setting("--max-connections", _max_connections, None),
         idle_seconds=setting("--idle-seconds", _seconds, DEFAULT_IDLE_SECONDS),
+        throttle_scale=setting("--throttle-scale", _scale, 1.0),
     )
 
 
@@ -188,6 +193,16 @@ def _max_connections(text: str) -> int:
     if most < 1:
         raise ValueError(f"{most} would refuse every client; allow at least 1 connection")
     return most
+
+
+def _scale(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"{text} is not a positive factor")
+    return factor
 
 
 def _seconds(text: str) -> float:

@@ -256,7 +256,7 @@ def office(tmp_path_factory) -> Iterator[Office]:
     cluster = Cluster(tmp_path_factory.mktemp("hostile"))
     try:
         cluster.start_name_server()
-        cluster.start_server()
+        cluster.start_server(None, "--throttle-scale", "1000")  # these tests are about arguments; tests/test_abuse.py throttles
         (port,) = cluster.servers
         with TicketClient(name_servers=[], servers=[f"{LOCAL}:{port}"]) as client:
             owned = client.reserve(2, 2, "Dona", OWNER, sector="Camarote")
