@@ -13,8 +13,10 @@ import argparse
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import NoReturn, TypeVar
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS
@@ -141,25 +143,51 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     if bool(certfile) != bool(keyfile):
         raise ConfigError("--certfile and --keyfile go together (or BILHETERIA_CERTFILE and BILHETERIA_KEYFILE)")
     return ServerConfig(
-        host=setting("--host", str, DEFAULT_HOST),
+        host=setting("--host", _host, DEFAULT_HOST),
         port=setting("--port", _port, DEFAULT_PORT),
-        db=setting("--db", str, DEFAULT_DB),
+        db=setting("--db", _given("name a SQLite file or a postgresql:// URL"), DEFAULT_DB),
         name_servers=name_servers,
         hold_seconds=setting("--hold-seconds", _seconds, DEFAULT_HOLD_SECONDS),
         max_per_order=setting("--max-per-order", _max_per_order, DEFAULT_MAX_PER_ORDER),
         offer_seconds=setting("--offer-seconds", _seconds, DEFAULT_OFFER_SECONDS),
-        admin_token=setting("--admin-token", str, None) or None,
+        admin_token=setting("--admin-token", _given("leave it out to generate one beside a SQLite database"), None),
         seed_demo=not (args.no_demo or env("NO_DEMO", "") not in ("", "0")),
         log_level=setting("--log-level", _log_level, DEFAULT_LOG_LEVEL),
         certfile=certfile,
         keyfile=keyfile,
         cafile=setting("--cafile", str, None) or None,
         smtp=SmtpSettings.from_args(args),
-        mail_from=args.mail_from,
+        mail_from=_mail_from(args.mail_from),
         max_connections=setting("--max-connections", _max_connections, None),
         idle_seconds=setting("--idle-seconds", _seconds, DEFAULT_IDLE_SECONDS),
         throttle_scale=setting("--throttle-scale", _scale, 1.0),
     )
+
+
+def _given(otherwise: str) -> Callable[[str], str]:
+    """A text that must not be empty: an empty value given on purpose would otherwise start on something else."""
+
+    def given(text: str) -> str:
+        if not text.strip():
+            raise ValueError(f"empty; {otherwise}")
+        return text
+
+    return given
+
+
+def _host(text: str) -> str:
+    """An address this machine can listen on, resolved now, so a typo stops the server here and not at bind."""
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"{text!r} is not an address to listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    return text
+
+
+def _mail_from(text: str) -> str:
+    if "@" not in parseaddr(text)[1]:
+        raise ConfigError(f"--mail-from (or {ENV_PREFIX}MAIL_FROM): {text!r} is not an email address")
+    return text
 
 
 def _addresses(text: str) -> list[Address]:
