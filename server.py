@@ -20,22 +20,25 @@ import socket
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import rpyc
 from rpyc.utils.helpers import classpartial
 
 from database import Store
-from errors import Unavailable
+from errors import InvalidRequest, Unavailable
 from net import tls
 from net.registry_protocol import SERVICE_NAME
 from records import ServerStatus, to_wire
 from service import wire
-from service.box_office import BoxOffice, is_database_url, load_admin_token
+from service.admission import Admission, default_max_connections
+from service.box_office import BoxOffice, is_database_url, load_admin_token, shown_database
 from service.config import ConfigError, ServerConfig, parse_config
 from service.counters import report_activity
 from service.legacy import LegacyCalls
 from service.mailer import Mailer
+from service.opaque import Opaque, OpaqueConnection
 from service.registrar import Registrar
 from service.remote import remote
 from service.sweeper import sweep
@@ -50,22 +53,29 @@ SHUTDOWN_SECONDS = 10.0
 log = logging.getLogger("bilheteria.server")
 
 
-class TicketService(LegacyCalls, rpyc.Service):
+class TicketService(Opaque, LegacyCalls, rpyc.Service):
     """The RPC surface: one instance per connection (rpyc instantiates the class per client).
 
     Each exposed method checks its arguments (service/wire.py) and calls the store; `remote` turns what goes
-    wrong into a refusal or `Unavailable`, never a traceback."""
+    wrong into a refusal or `Unavailable`, never a traceback. Its repr, str, hash, dir and inspection tell a
+    client the service's name and calls, nothing internal (service/opaque.py)."""
 
     ALIASES = (SERVICE_NAME,)
+    PUBLIC_NAME = SERVICE_NAME
+    _protocol = OpaqueConnection
 
     def __init__(self, box: BoxOffice) -> None:
         self.box = box
         self.peer = "?"
+        """HOST:PORT of the client, for the log and the per-connection throttles."""
+        self.address = "?"
+        """Its HOST, for the per-address throttles."""
         self.connection: rpyc.Connection | None = None
 
     def on_connect(self, conn: rpyc.Connection) -> None:
         self.connection = conn
         self.peer = peer(conn)
+        self.address = self.peer.rpartition(":")[0] or self.peer
         with self.box.counters.lock:
             self.box.counters.connections += 1
 
@@ -116,21 +126,24 @@ class TicketService(LegacyCalls, rpyc.Service):
 
     @remote
     def exposed_confirm(self, code: Any, email: Any, payment_ref: Any = None) -> tuple:
-        reservation = self.box.store.confirm(
-            wire.text(code, "code"), wire.text(email, "email"), wire.optional_text(payment_ref, "payment_ref")
-        )
+        with self._lookup():
+            reservation = self.box.store.confirm(
+                wire.text(code, "code"), wire.text(email, "email"), wire.optional_text(payment_ref, "payment_ref")
+            )
         log.debug("confirmed %s from %s", reservation.code, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_cancel(self, code: Any, email: Any) -> tuple:
-        reservation = self.box.store.cancel(wire.text(code, "code"), wire.text(email, "email"))
+        with self._lookup():
+            reservation = self.box.store.cancel(wire.text(code, "code"), wire.text(email, "email"))
         log.debug("cancel %s -> %s from %s", reservation.code, reservation.status, self.peer)
         return to_wire(reservation)
 
     @remote
     def exposed_get_reservation(self, code: Any, email: Any) -> tuple:
-        return to_wire(self.box.store.get_reservation(wire.text(code, "code"), wire.text(email, "email")))
+        with self._lookup():
+            return to_wire(self.box.store.get_reservation(wire.text(code, "code"), wire.text(email, "email")))
 
     @remote
     def exposed_get_seat_map(self, event_id: Any, sector: Any) -> tuple:
@@ -140,15 +153,25 @@ class TicketService(LegacyCalls, rpyc.Service):
     def exposed_join_waitlist(
         self, event_id: Any, quantity: Any, customer: Any, email: Any, sector: Any = None, callback: Any = None
     ) -> tuple:
-        """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets."""
+        """Queue for a sold-out sector; `callback(entry)` is called when the entry is offered tickets.
+
+        The entry is committed before its watch is placed, so a watch this server cannot take (over a cap, or
+        shutting down) does not turn the answer into a refusal: the entry comes back with a ("watch", reason)
+        pair, and the caller may watch it again (`watch_waitlist`, here or on another server)."""
         callback = wire.callback(callback, optional=True)
+        self.box.joins.admit(self.peer, self.address)
         entry = self.box.store.join_waitlist(
             wire.integer(event_id, "event_id"), wire.integer(quantity, "quantity", -wire.MAX_INT), wire.text(customer, "customer"),
             wire.text(email, "email"), wire.optional_text(sector, "sector"),
         )
-        if callback is not None:
-            self.box.live.watch_waitlist(entry.id, callback, self.connection)
         log.info("waitlist %d: event %d %s x%d joined from %s", entry.id, entry.event_id, entry.sector, entry.quantity, self.peer)
+        if callback is None:
+            return to_wire(entry)
+        try:
+            self.box.live.watch_waitlist(entry.id, callback, self.connection)
+        except (InvalidRequest, Unavailable) as exc:
+            log.info("waitlist %d: joined without a watch from %s: %s", entry.id, self.peer, exc)
+            return (*to_wire(entry), ("watch", f"not placed: {exc}; the entry is kept, watch it with watch_waitlist"))
         return to_wire(entry)
 
     @remote
@@ -156,20 +179,27 @@ class TicketService(LegacyCalls, rpyc.Service):
         """Watch an entry joined earlier (a terminal whose server died moves its watch here); answers the entry
         as it stands now, so an offer made while nobody watched is not missed."""
         entry_id, callback = wire.integer(entry_id, "entry_id"), wire.callback(callback)
-        self.box.store.get_waitlist_entry(entry_id, wire.text(email, "email"))
+        with self._lookup():
+            self.box.store.get_waitlist_entry(entry_id, wire.text(email, "email"))
         self.box.live.watch_waitlist(entry_id, callback, self.connection)
         # Read again after the watch is in place: an offer made between the two reads is in this answer.
         return to_wire(self.box.store.waitlist_entry(entry_id))
 
     @remote
     def exposed_leave_waitlist(self, entry_id: Any, email: Any) -> tuple:
-        entry = self.box.store.leave_waitlist(wire.integer(entry_id, "entry_id"), wire.text(email, "email"))
+        with self._lookup():
+            entry = self.box.store.leave_waitlist(wire.integer(entry_id, "entry_id"), wire.text(email, "email"))
         log.info("waitlist %d: left (%s) from %s", entry.id, entry.status, self.peer)
         return to_wire(entry)
 
     @remote
     def exposed_get_waitlist_entry(self, entry_id: Any, email: Any) -> tuple:
-        return to_wire(self.box.store.get_waitlist_entry(wire.integer(entry_id, "entry_id"), wire.text(email, "email")))
+        with self._lookup():
+            return to_wire(self.box.store.get_waitlist_entry(wire.integer(entry_id, "entry_id"), wire.text(email, "email")))
+
+    def _lookup(self) -> AbstractContextManager[None]:
+        """Around a call that finds something by code (or entry id) and email: failures are throttled."""
+        return self.box.lookups.failures(self.peer, self.address)
 
     @remote
     def exposed_admin_create_event(self, token: Any, name: Any, venue: Any, starts_at: Any, sectors: Any) -> tuple:
@@ -284,7 +314,7 @@ class TicketService(LegacyCalls, rpyc.Service):
                 refusals=box.counters.refusals,
                 forbidden=box.counters.forbidden,
                 backend=box.store.backend,
-                database=box.store.path,
+                database=shown_database(box.store.path),
                 availability=availability,
             )
         return to_wire(status)
@@ -316,7 +346,7 @@ def serve(config: ServerConfig) -> int:
         store.close()
         return 2
     log.info("admin token from %s", token_source)
-    box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{config.port}")
+    box = BoxOffice(store, token, server_id=f"{socket.gethostname()}:{config.port}", throttle_scale=config.throttle_scale)
     quiet = logging.getLogger("bilheteria.rpyc")
     quiet.setLevel(logging.WARNING)
     try:
@@ -327,12 +357,14 @@ def serve(config: ServerConfig) -> int:
             protocol_config=PROTOCOL_CONFIG,
             logger=quiet,
             auto_register=False,
+            admission=Admission(config.max_connections or default_max_connections(), box.floods),
+            idle_seconds=config.idle_seconds,
+            tls_context=listen_tls,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         store.close()
         return 1
-    server.tls_context = listen_tls
     box.server_id = box.live.server_id = f"{socket.gethostname()}:{server.port}"
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -341,13 +373,15 @@ def serve(config: ServerConfig) -> int:
     threading.Thread(target=server.start, name="rpyc-accept", daemon=True).start()
     threading.Thread(target=sweep, args=(store, stopping), name="expiry-sweeper", daemon=True).start()
     threading.Thread(target=report_activity, args=(box.counters, stopping), name="activity", daemon=True).start()
+    threading.Thread(target=box.floods.run, args=(stopping,), name="floods", daemon=True).start()
     mailer = Mailer(store, config.smtp, worker=box.server_id, mail_from=config.mail_from)
     mailer.start()
     box.live.start()
     registrar = Registrar(list(config.name_servers), server.port, tls_context=name_server_tls)
     registrar.start()
-    log.info("clients connect with %s; name servers are reached with %s",
-             "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text")
+    log.info("clients connect with %s; name servers are reached with %s; at most %d connections, closed after %.0f s idle",
+             "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text",
+             server.admission.max_connections, server.idle_seconds)
     print(f"Ticket server listening on {config.host}:{server.port}", flush=True)
     stopping.wait()
     log.info("shutting down: unregistering, finishing in-flight calls")

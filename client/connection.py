@@ -12,19 +12,18 @@ import socket
 import ssl
 import threading
 import time
-import zlib
 from typing import Any, Protocol
 
 import rpyc
 from rpyc.core import consts
-from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_channel
 
 from client.failover import Failed
 from errors import REFUSALS, InvalidRequest
+from net.channel import BoundedChannel, Limits
 from net.registry_protocol import Address
-from net.tls import TLSRefused, looks_like_tls, plain_text_refused
+from net.tls import TLSRefused, plain_text_refused
 from net.tls import connect as tls_connect
 
 CLIENT_CONFIG = {
@@ -36,18 +35,23 @@ CLIENT_CONFIG = {
 }
 
 
-class _Channel(Channel):
-    """RPyC's framing, recognising a TLS server's alert where a plain-text answer should start."""
+REPLY_LIMITS = Limits(frame_bytes=32 * 1024 * 1024, objects=4_000_000, depth=16)
+"""What one frame a server sends may cost this terminal. Replies are bigger than requests and some are unbounded
+by the API (every reservation of an event: 60 objects and 270 bytes each; a ledger page of 10,000 rows: 370,000
+objects), so the caps allow about 66,000 reservations (18 MB) in one listing, and 16 levels where replies use 9
+(tests/test_exhaustion.py measures them); a hostile server can cost a terminal about 150 MB, not the 4.7 GB one
+1.5 MB frame once did."""
+
+
+class ReplyChannel(BoundedChannel):
+    """The terminal's side of the bounded channel (REPLY_LIMITS), recognising a TLS server's alert where a
+    plain-text answer should start."""
 
     __slots__ = ()
+    limits = REPLY_LIMITS
 
-    def recv(self) -> bytes:
-        header = self.stream.read(self.FRAME_HEADER.size)
-        if looks_like_tls(header):
-            raise plain_text_refused()
-        length, compressed = self.FRAME_HEADER.unpack(header)
-        data = self.stream.read(length + len(self.FLUSHER))[: -len(self.FLUSHER)]
-        return zlib.decompress(data) if compressed else data
+    def tls_met(self) -> Exception:
+        return plain_text_refused()
 
 
 def left(deadline: float) -> float:
@@ -69,7 +73,7 @@ def dial(address: Address, deadline: float, tls: ssl.SSLContext | None) -> rpyc.
     sock = tls_connect(address, left(deadline), tls)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = dict(CLIENT_CONFIG, sync_request_timeout=left(deadline))
-    connection = connect_channel(_Channel(SocketStream(sock)), rpyc.VoidService, config=config)
+    connection = connect_channel(ReplyChannel(SocketStream(sock)), rpyc.VoidService, config=config)
     try:
         connection.root  # noqa: B018 - fetched now, inside this attempt's time, and cached by RPyC
     except (OSError, EOFError):

@@ -13,13 +13,16 @@ import argparse
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import NoReturn, TypeVar
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS
 from net.registry_protocol import Address, parse_address
 from service.mailer import DEFAULT_MAIL_FROM, SmtpSettings, add_mail_arguments
+from service.transport import DEFAULT_IDLE_SECONDS
 
 ENV_PREFIX = "BILHETERIA_"
 DEFAULT_HOST = "127.0.0.1"
@@ -42,8 +45,8 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     """0 picks a free port (the readiness line says which)."""
-    db: str = DEFAULT_DB
-    """A SQLite file, or a postgresql:// URL."""
+    db: str = field(default=DEFAULT_DB, repr=False)
+    """A SQLite file, or a postgresql:// URL (which may carry a password, hence not in the repr)."""
     name_servers: tuple[Address, ...] = (parse_address(DEFAULT_NAME_SERVERS),)
     hold_seconds: float = DEFAULT_HOLD_SECONDS
     max_per_order: int = DEFAULT_MAX_PER_ORDER
@@ -56,6 +59,11 @@ class ServerConfig:
     cafile: str | None = None
     smtp: SmtpSettings | None = None
     mail_from: str = DEFAULT_MAIL_FROM
+    max_connections: int | None = None
+    """None: derived from the descriptor limit (service.admission.default_max_connections)."""
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
+    throttle_scale: float = 1.0
+    """Multiplies every throttle of service/throttle.py: more where many honest clients share one address."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +85,11 @@ _VALUES: tuple[tuple[str, str], ...] = (
     ("--certfile", "PEM certificate: accept only TLS connections (with --keyfile)"),
     ("--keyfile", "PEM private key of --certfile"),
     ("--cafile", "PEM CA: talk TLS to the name servers, trusting only certificates it signed"),
+    ("--max-connections", ("most client connections open at once; beyond it a newcomer is refused at once "
+                          "(default: half the descriptor limit, at most 4096)")),
+    ("--idle-seconds", f"close a connection that sends nothing for this long (default {DEFAULT_IDLE_SECONDS:.0f})"),
+    ("--throttle-scale", ("allow this many times the failed lookups, wrong admin tokens and waitlist joins per connection "
+                          "and per address (default 1; raise it where many terminals share one address)")),
 )
 """The flags that take one value, each with its variable BILHETERIA_<FLAG> (see `_variable`)."""
 
@@ -130,22 +143,51 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     if bool(certfile) != bool(keyfile):
         raise ConfigError("--certfile and --keyfile go together (or BILHETERIA_CERTFILE and BILHETERIA_KEYFILE)")
     return ServerConfig(
-        host=setting("--host", str, DEFAULT_HOST),
+        host=setting("--host", _host, DEFAULT_HOST),
         port=setting("--port", _port, DEFAULT_PORT),
-        db=setting("--db", str, DEFAULT_DB),
+        db=setting("--db", _given("name a SQLite file or a postgresql:// URL"), DEFAULT_DB),
         name_servers=name_servers,
         hold_seconds=setting("--hold-seconds", _seconds, DEFAULT_HOLD_SECONDS),
         max_per_order=setting("--max-per-order", _max_per_order, DEFAULT_MAX_PER_ORDER),
         offer_seconds=setting("--offer-seconds", _seconds, DEFAULT_OFFER_SECONDS),
-        admin_token=setting("--admin-token", str, None) or None,
+        admin_token=setting("--admin-token", _given("leave it out to generate one beside a SQLite database"), None),
         seed_demo=not (args.no_demo or env("NO_DEMO", "") not in ("", "0")),
         log_level=setting("--log-level", _log_level, DEFAULT_LOG_LEVEL),
         certfile=certfile,
         keyfile=keyfile,
         cafile=setting("--cafile", str, None) or None,
         smtp=SmtpSettings.from_args(args),
-        mail_from=args.mail_from,
+        mail_from=_mail_from(args.mail_from),
+        max_connections=setting("--max-connections", _max_connections, None),
+        idle_seconds=setting("--idle-seconds", _seconds, DEFAULT_IDLE_SECONDS),
+        throttle_scale=setting("--throttle-scale", _scale, 1.0),
     )
+
+
+def _given(otherwise: str) -> Callable[[str], str]:
+    """A text that must not be empty: an empty value given on purpose would otherwise start on something else."""
+
+    def given(text: str) -> str:
+        if not text.strip():
+            raise ValueError(f"empty; {otherwise}")
+        return text
+
+    return given
+
+
+def _host(text: str) -> str:
+    """An address this machine can listen on, resolved now, so a typo stops the server here and not at bind."""
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"{text!r} is not an address to listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    return text
+
+
+def _mail_from(text: str) -> str:
+    if "@" not in parseaddr(text)[1]:
+        raise ConfigError(f"--mail-from (or {ENV_PREFIX}MAIL_FROM): {text!r} is not an email address")
+    return text
 
 
 def _addresses(text: str) -> list[Address]:
@@ -172,6 +214,23 @@ def _max_per_order(text: str) -> int:
     if most < 1:
         raise ValueError(f"{most} would refuse every sale; allow at least 1 ticket per order")
     return most
+
+
+def _max_connections(text: str) -> int:
+    most = _integer(text)
+    if most < 1:
+        raise ValueError(f"{most} would refuse every client; allow at least 1 connection")
+    return most
+
+
+def _scale(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"{text} is not a positive factor")
+    return factor
 
 
 def _seconds(text: str) -> float:

@@ -31,6 +31,10 @@ from service.transport import peer
 log = logging.getLogger("bilheteria.service.live")
 
 MAX_PER_CONNECTION = 16
+"""Subscriptions and watches one connection may hold: a terminal watches a few events and its own entries."""
+MAX_PER_PEER = 200
+"""...and one remote address, whatever its number of connections: a tenth of MAX_TOTAL, room for a box office's
+counters behind one NAT address, while 125 connections of one attacker can no longer take all 2,000."""
 MAX_TOTAL = 2000
 QUEUE_SIZE = 64
 ANSWER_SECONDS = 2.0
@@ -53,6 +57,8 @@ class Delivery:
         """The subscription token, or the waitlist entry id for a watch."""
         self.label = label
         self.connection = connection
+        self.host = peer(connection).rpartition(":")[0]
+        """The remote address, for MAX_PER_PEER."""
         self.send = rpyc.async_(callback)
         self.queue: queue.Queue[tuple | None] = queue.Queue(QUEUE_SIZE)
         self.stopped = threading.Event()
@@ -253,6 +259,9 @@ class LiveFeed:
             raise Unavailable(f"this server already feeds {MAX_TOTAL} subscriptions; try another server")
         if sum(delivery.connection is connection for delivery in everyone) >= MAX_PER_CONNECTION:
             raise InvalidRequest(f"at most {MAX_PER_CONNECTION} subscriptions per connection; unsubscribe one first")
+        host = peer(connection).rpartition(":")[0]
+        if sum(delivery.host == host for delivery in everyone) >= MAX_PER_PEER:
+            raise InvalidRequest(f"at most {MAX_PER_PEER} subscriptions from one address ({host}); unsubscribe one first")
         self._activate()
 
     def _activate(self) -> None:

@@ -8,20 +8,27 @@ client that breaks the protocol costs its own connection and one log line.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
-import zlib
+import threading
 from typing import Any
 
 import rpyc
-from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
 from rpyc.utils.server import ThreadedServer
 
 from net import tls
+from net.channel import BoundedChannel, FrameRefused, Limits
+from service.admission import Admission
 
-MAX_FRAME_BYTES = 32 * 1024 * 1024
+REQUEST_LIMITS = Limits(frame_bytes=1024 * 1024, objects=4096, depth=16)
+"""What one frame a client sends may cost this server. The largest honest request (an event of 50 seated sectors
+with the longest names the store takes) is 6.3 KB, 329 objects, 9 deep (tests/test_exhaustion.py measures it);
+the most wire.py lets through is about 200 KB (50 sectors of 1,000 four-byte characters). So a megabyte, about
+twelve times the objects and a few levels more: a client can cost one connection thread a few megabytes, never
+the gigabytes brine would build from a frame of tuples."""
 
 PROTOCOL_CONFIG = {
     "allow_public_attrs": False,
@@ -38,49 +45,93 @@ PROTOCOL_CONFIG = {
 }
 """Only `exposed_` names are reachable, nothing is pickled, no traceback leaves the process."""
 
+DEFAULT_IDLE_SECONDS = 60.0
+"""A connection that sends nothing (no call, no answer to a callback) for this long is closed, so idle sockets
+cannot hold the connection cap. Far above the terminal's callback-line keepalive (2 s); a terminal whose pool
+connection was closed while it sat idle dials again on its next call through the ordinary failover."""
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""accept() failing for want of a resource: it will pass, so the listener is kept."""
+TRANSIENT_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO})
+"""accept() failing because of one client (it left before being accepted): try the next one at once."""
+
 log = logging.getLogger("bilheteria.service.transport")
-
-
-class FrameTooLarge(ValueError):
-    """A client sent, or would have us inflate, a message beyond MAX_FRAME_BYTES."""
 
 
 class TLSClient(ValueError):
     """A TLS client reached this plain-text server."""
 
 
-class BoundedChannel(Channel):
-    """RPyC's framing with a ceiling: a frame may neither claim nor inflate to more than MAX_FRAME_BYTES.
-
-    Stock RPyC inflates a compressed frame with no limit, so half a megabyte on the wire could make the
-    server allocate gigabytes before any argument check runs.
-    """
+class RequestChannel(BoundedChannel):
+    """The server's side of the bounded channel: what a client's request may cost (REQUEST_LIMITS)."""
 
     __slots__ = ()
+    limits = REQUEST_LIMITS
 
-    def recv(self) -> bytes:
-        header = self.stream.read(self.FRAME_HEADER.size)
-        if tls.looks_like_tls(header):
-            raise TLSClient("a TLS handshake, but this server speaks plain text (TLS needs --certfile and --keyfile)")
-        length, compressed = self.FRAME_HEADER.unpack(header)
-        if length > MAX_FRAME_BYTES:
-            raise FrameTooLarge(f"a frame of {length} bytes")
-        data = self.stream.read(length + len(self.FLUSHER))[: -len(self.FLUSHER)]
-        if not compressed:
-            return data
-        inflater = zlib.decompressobj()
-        data = inflater.decompress(data, MAX_FRAME_BYTES)
-        if inflater.unconsumed_tail:
-            raise FrameTooLarge(f"a compressed frame inflating past {MAX_FRAME_BYTES} bytes")
-        return data
+    def tls_met(self) -> Exception:
+        return TLSClient("a TLS handshake, but this server speaks plain text (TLS needs --certfile and --keyfile)")
 
 
 class TicketServer(ThreadedServer):
     """RPyC's threaded server with bounded frames, optional TLS, and one log line (not two tracebacks) per
     broken connection. The TLS handshake runs on the connection's own thread, bounded by a deadline, so a slow
-    or silent client never holds up the accept loop."""
+    or silent client never holds up the accept loop.
 
-    tls_context: ssl.SSLContext | None = None
+    The accept loop outlives a shortage: stock RPyC closes its listener for good when `accept()` fails with
+    EMFILE; here the loop waits and tries again (`Admission.failed`), refuses beyond the connection cap, and
+    a connection that sends nothing for `idle_seconds` is closed, so idle sockets cannot hold the cap."""
+
+    def __init__(self, *args: Any, admission: Admission, idle_seconds: float = DEFAULT_IDLE_SECONDS,
+                 tls_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admission = admission
+        self.idle_seconds = idle_seconds
+        self.tls_context = tls_context
+        self.closing = threading.Event()
+        """Set by `close`: cuts short a wait after a shortage."""
+
+    def accept(self) -> None:
+        """Accept one client and start its thread; a shortage of descriptors or threads is waited out."""
+        while self.active:
+            try:
+                sock, address = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self.active:
+                    raise EOFError from None
+                if exc.errno in TRANSIENT_ERRNOS:
+                    continue
+                if exc.errno not in SHORTAGE_ERRNOS:
+                    raise EOFError from None  # the listener itself is gone
+                self.closing.wait(self.admission.failed(f"accept() failed: {exc.strerror}"))
+                continue
+            break
+        else:
+            return
+        if not self.admission.admit(address[0]):
+            _close_quietly(sock)  # at once: the client sees a closed connection and fails over without waiting
+            return
+        sock.setblocking(True)
+        self.clients.add(sock)
+        try:
+            threading.Thread(target=self._admitted, args=(sock,), daemon=True).start()
+        except RuntimeError as exc:  # "can't start new thread"
+            self.clients.discard(sock)
+            self.admission.leave()
+            _close_quietly(sock)
+            self.closing.wait(self.admission.failed(f"no thread for a connection ({exc})"))
+            return
+        self.admission.accepted()
+
+    def _admitted(self, sock: socket.socket) -> None:
+        try:
+            self._authenticate_and_serve_client(sock)
+        finally:
+            self.admission.leave()
+
+    def close(self) -> None:
+        self.closing.set()
+        super().close()
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         """Serve until the peer leaves; a peer that breaks the protocol is cut off at once, without the polite
@@ -119,11 +170,16 @@ class TicketServer(ThreadedServer):
 
     def _serve_connection(self, sock: socket.socket, peer: tuple, credentials: Any) -> None:
         config = dict(self.protocol_config, credentials=credentials, endpoints=(sock.getsockname(), peer), logger=self.logger)
-        channel = BoundedChannel(SocketStream(sock))
+        channel = RequestChannel(SocketStream(sock))
         connection = self.service._connect(channel, config)
         try:
             while not connection.closed:
-                connection.serve(None)
+                if not connection.serve(self.idle_seconds):
+                    channel.close()  # no goodbye: an idle client may never answer one
+                    self.admission.floods.note(f"closed connections idle for {self.idle_seconds:.0f} s", peer[0])
+                    break
+        except FrameRefused as exc:
+            log.warning("dropped connection from %s:%s: %s", peer[0], peer[1], exc)
         except EOFError:
             pass
         except Exception as exc:  # noqa: BLE001 - whatever a client sent, it costs its own connection and one line
@@ -131,6 +187,13 @@ class TicketServer(ThreadedServer):
             log.warning("dropped connection from %s:%s: %s: %s", peer[0], peer[1], type(exc).__name__, exc)
         finally:
             connection.close()
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def peer(connection: rpyc.Connection) -> str:

@@ -8,6 +8,7 @@ costs nobody else anything and is dropped with one log line, and a subscription 
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import textwrap
 import threading
@@ -18,6 +19,8 @@ import pytest
 import rpyc
 from conftest import ADMIN_TOKEN, Cluster
 from procs import ROOT, start, terminals, wait_until
+from rpyc.core.stream import SocketStream
+from rpyc.utils.factory import connect_stream
 
 if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the path
     sys.path.insert(0, str(ROOT))
@@ -25,7 +28,7 @@ if str(ROOT) not in sys.path:  # plain `pytest tests/` puts only tests/ on the p
 from client_core import AvailabilityUpdate, InvalidRequest, NotFound, TicketClient
 from database import Store
 from records import LedgerEntry
-from service.live import HOLE_SECONDS, LedgerCursor
+from service.live import HOLE_SECONDS, MAX_PER_PEER, LedgerCursor
 
 LOCAL = "127.0.0.1"
 SECTOR = "Geral"
@@ -223,6 +226,56 @@ def test_bad_subscriptions_are_refused_clearly(cluster_factory) -> None:
             client.subscribe(999_999, print)
         with pytest.raises(InvalidRequest, match="event_id must be an integer"):
             client.subscribe("1", print)  # type: ignore[arg-type]
+
+
+def connect_from(source: str, port: int) -> rpyc.Connection:
+    """A raw RPyC connection from another loopback address, so the server sees another peer than the honest client's."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect((LOCAL, port))
+    connection = connect_stream(SocketStream(sock))
+    rpyc.BgServingThread(connection, callback=lambda: None)
+    return connection
+
+
+def test_one_address_cannot_take_every_subscription_and_a_committed_waitlist_entry_is_never_unavailable(cluster_factory) -> None:
+    """An attacker at 127.0.0.2 opens 13 connections and subscribes as much as it can: it holds 200 (MAX_PER_PEER), an
+    honest terminal elsewhere still subscribes, and a join_waitlist whose watch the caps refuse still answers its
+    committed entry, saying that the watch was not placed (it was once an error, though the entry was committed)."""
+    cluster = cluster_factory(servers=1)
+    (port,) = cluster.servers
+    event_id = new_event(port, capacity=1)
+    attackers = [connect_from("127.0.0.2", port) for _ in range(13)]
+
+    def callback(_payload: tuple) -> None:
+        """Takes what the feed sends the attacker's subscriptions."""
+
+    held = 0
+    try:
+        for connection in attackers:
+            for _ in range(16):
+                try:
+                    connection.root.subscribe(event_id, callback)
+                except Exception as exc:  # noqa: BLE001 - a remote exception's class is made up on arrival
+                    assert "at most 200 subscriptions from one address (127.0.0.2)" in str(exc), exc
+                    break
+                held += 1
+        assert held == MAX_PER_PEER
+        inbox = Inbox()
+        with pinned(port) as honest:
+            subscription = honest.subscribe(event_id, inbox)
+            inbox.wait_for(lambda update: update.event_id == event_id)
+            honest.reserve(event_id, 1, "Ana", "ana@example.com", confirm=True)
+            inbox.wait_for(lambda update: update.available == 0)
+            subscription.close()
+        full = attackers[0]
+        answer = dict(full.root.join_waitlist(event_id, 1, "Bia", "bia@example.com", None, callback))
+        assert answer["status"] == "waiting" and "not placed: at most 16 subscriptions per connection" in answer["watch"]
+        assert dict(full.root.get_waitlist_entry(answer["id"], "bia@example.com"))["status"] == "waiting"
+    finally:
+        for connection in attackers:
+            connection.close()
+    assert server_lines(cluster, port, f"waitlist {answer['id']}: joined without a watch")
 
 
 def test_a_waitlist_offer_made_on_b_reaches_its_owner_on_a_and_seated_sectors_carry_their_seats(cluster_factory) -> None:

@@ -42,6 +42,14 @@ def run_server(args: list[str], tmp_path: Path, env: dict[str, str] | None = Non
         (["--certfile", "cert.pem"], {}, "--certfile and --keyfile go together"),
         (["--smtp-port", "0"], {}, "--smtp-port: 0 is not a port number"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--host", "no.such.host.invalid"], {}, "--host (or BILHETERIA_HOST): 'no.such.host.invalid' is not an address to listen on"),
+        (["--db", ""], {}, "--db (or BILHETERIA_DB): empty; name a SQLite file or a postgresql:// URL"),
+        (["--admin-token", " "], {}, "--admin-token (or BILHETERIA_ADMIN_TOKEN): empty; leave it out"),
+        ([], {"BILHETERIA_ADMIN_TOKEN": ""}, "--admin-token (or BILHETERIA_ADMIN_TOKEN): empty"),
+        (["--mail-from", "nobody"], {}, "--mail-from (or BILHETERIA_MAIL_FROM): 'nobody' is not an email address"),
+        (["--max-connections", "0"], {}, "--max-connections (or BILHETERIA_MAX_CONNECTIONS): 0 would refuse every client"),
+        ([], {"BILHETERIA_IDLE_SECONDS": "0"}, "--idle-seconds (or BILHETERIA_IDLE_SECONDS): 0 is not a positive number of seconds"),
+        (["--throttle-scale", "inf"], {}, "--throttle-scale (or BILHETERIA_THROTTLE_SCALE): inf is not a positive factor"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_clear_line(args: list[str], env: dict[str, str], expected: str, tmp_path: Path) -> None:
