@@ -60,6 +60,7 @@ from net.registry_protocol import (
     RegistrationKeyError,
     Request,
     decode_request,
+    listenable,
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -495,7 +496,7 @@ class NameServerConfig:
             except ValueError as exc:
                 raise ValueError(f"--{name} (or {variable}): {exc}") from None
 
-        host, port, ttl = setting("host", str, DEFAULT_HOST), setting("port", _port, DEFAULT_PORT), setting("ttl", _ttl, DEFAULT_TTL)
+        host, port, ttl = setting("host", listenable, DEFAULT_HOST), setting("port", _port, DEFAULT_PORT), setting("ttl", _ttl, DEFAULT_TTL)
         certfile, keyfile = setting("certfile", str, None), setting("keyfile", str, None)
         if bool(certfile) != bool(keyfile):
             raise ValueError("--certfile and --keyfile go together (or BILHETERIA_NS_CERTFILE and BILHETERIA_NS_KEYFILE)")

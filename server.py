@@ -377,7 +377,8 @@ def serve(config: ServerConfig) -> int:
     mailer = Mailer(store, config.smtp, worker=box.server_id, mail_from=config.mail_from)
     mailer.start()
     box.live.start()
-    registrar = Registrar(list(config.name_servers), server.port, tls_context=name_server_tls)
+    registrar = Registrar(list(config.name_servers), server.port, tls_context=name_server_tls, key=config.registration_key,
+                          can_serve=lambda: store.health() or server.admission.can_serve())
     registrar.start()
     log.info("clients connect with %s; name servers are reached with %s; at most %d connections, closed after %.0f s idle",
              "TLS only" if listen_tls else "plain text", "TLS" if name_server_tls else "plain text",

@@ -190,9 +190,12 @@ class CallbackLine:
         watch = _WaitlistWatch(self, email, on_offer)
         arguments = (event_id, quantity, customer, email, sector, watch.receive)
         _, connection, answer = self._call("join_waitlist", *arguments)
-        watch.connection, watch.entry_id = connection, dict(answer)["id"]
+        fields = dict(answer)
+        # A server whose watch caps were full committed the entry but placed no watch ("watch" says why): the
+        # watch starts as a stray, so the supervisor places it again, here or on another server.
+        watch.connection, watch.entry_id = (None if fields.get("watch") else connection), fields["id"]
         with self._lock:
-            if not connection.closed:
+            if not connection.closed or watch.connection is None:
                 self._watches.append(watch)
                 self._supervise()
         return answer

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import socket
 import ssl
 import struct
 import time
@@ -45,6 +46,16 @@ def parse_address(text: str) -> Address:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+def listenable(host: str) -> str:
+    """A host this machine can listen on, resolved now, so a typo in a flag stops a program at start-up with one
+    line (a ValueError saying why) instead of later at bind."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"{host!r} is not an address to listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    return host
 
 
 def show(address: Address) -> str:

@@ -13,14 +13,13 @@ import argparse
 import logging
 import math
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import NoReturn, TypeVar
 
 from database import DEFAULT_HOLD_SECONDS, DEFAULT_MAX_PER_ORDER, DEFAULT_OFFER_SECONDS
-from net.registry_protocol import Address, parse_address
+from net.registry_protocol import Address, RegistrationKey, RegistrationKeyError, listenable, parse_address
 from service.mailer import DEFAULT_MAIL_FROM, SmtpSettings, add_mail_arguments
 from service.transport import DEFAULT_IDLE_SECONDS
 
@@ -64,6 +63,8 @@ class ServerConfig:
     idle_seconds: float = DEFAULT_IDLE_SECONDS
     throttle_scale: float = 1.0
     """Multiplies every throttle of service/throttle.py: more where many honest clients share one address."""
+    registration_key: RegistrationKey | None = None
+    """Signs this server's registrations; None sends them unsigned, which only an open name server accepts."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +109,9 @@ def _parser(env: Callable[[str, str | None], str | None]) -> argparse.ArgumentPa
                              f"(default {DEFAULT_NAME_SERVERS}); env BILHETERIA_NAME_SERVERS, comma-separated")
     parser.add_argument("--no-demo", action="store_true", default=None,
                         help="start a new database empty instead of with the demo catalogue; env BILHETERIA_NO_DEMO=1")
+    parser.add_argument("--registration-key-file", metavar="FILE",
+                        help="the key that signs this server's registrations with the name servers (the same file "
+                             "they read); env BILHETERIA_REGISTRATION_KEY_FILE, or the key itself in BILHETERIA_REGISTRATION_KEY")
     add_mail_arguments(parser, env)
     return parser
 
@@ -142,8 +146,12 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     keyfile = setting("--keyfile", str, None) or None
     if bool(certfile) != bool(keyfile):
         raise ConfigError("--certfile and --keyfile go together (or BILHETERIA_CERTFILE and BILHETERIA_KEYFILE)")
+    try:
+        registration_key = RegistrationKey.load(args.registration_key_file, environ)
+    except RegistrationKeyError as exc:
+        raise ConfigError(f"--registration-key-file (or BILHETERIA_REGISTRATION_KEY_FILE): {exc}") from None
     return ServerConfig(
-        host=setting("--host", _host, DEFAULT_HOST),
+        host=setting("--host", listenable, DEFAULT_HOST),
         port=setting("--port", _port, DEFAULT_PORT),
         db=setting("--db", _given("name a SQLite file or a postgresql:// URL"), DEFAULT_DB),
         name_servers=name_servers,
@@ -161,6 +169,7 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         max_connections=setting("--max-connections", _max_connections, None),
         idle_seconds=setting("--idle-seconds", _seconds, DEFAULT_IDLE_SECONDS),
         throttle_scale=setting("--throttle-scale", _scale, 1.0),
+        registration_key=registration_key,
     )
 
 
@@ -173,15 +182,6 @@ def _given(otherwise: str) -> Callable[[str], str]:
         return text
 
     return given
-
-
-def _host(text: str) -> str:
-    """An address this machine can listen on, resolved now, so a typo stops the server here and not at bind."""
-    try:
-        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ValueError(f"{text!r} is not an address to listen on ({getattr(exc, 'strerror', None) or exc})") from None
-    return text
 
 
 def _mail_from(text: str) -> str:

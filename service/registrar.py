@@ -4,8 +4,9 @@ A registration is soft state: the name server forgets it unless it is refreshed,
 silently drops out of the listings by itself, and a restarted name server is complete again after one
 heartbeat. A clean shutdown unregisters at once, so terminals stop being sent to a server that is leaving.
 
-Every REGISTER and UNREGISTER is signed with the shared registration key (net.registry_protocol.RegistrationKey),
-with a fresh timestamp and nonce each time, because a name server that is not insecure applies nothing else.
+With the shared registration key (net.registry_protocol.RegistrationKey) every REGISTER and UNREGISTER is
+signed, with a fresh timestamp and nonce each time, because a name server that is not insecure applies nothing
+else; without one they go unsigned, which only a name server started insecure accepts.
 A server that is alive but cannot serve (`can_serve` answers why) must not be listed: it unregisters, stops
 heartbeating until it can serve again, and says so once, not once per heartbeat.
 """
@@ -48,7 +49,7 @@ class Registrar:
         self.interval = interval
         self.timeout = timeout
         self.tls_context = tls_context
-        self.key = key if key is not None else RegistrationKey.load()
+        self.key = key
         self.can_serve = can_serve
         self.stopped = threading.Event()
         self.reachable: dict[str, bool] = {}

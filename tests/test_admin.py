@@ -221,7 +221,10 @@ def test_every_admin_operation_works_with_the_right_token_and_is_on_the_ledger(c
     assert ADMIN_TOKEN not in all_output(cluster)
 
 
-def test_wrong_tokens_are_forbidden_change_nothing_and_are_counted(cluster):
+def test_wrong_tokens_are_forbidden_change_nothing_and_are_counted(cluster_factory):
+    """Every wrong token is refused and counted; the log says so once per caller and interval, not once per try
+    (the throttle is loosened here: what it adds is tests/test_abuse.py's)."""
+    cluster = cluster_factory(servers=2, extra=("--throttle-scale", "100"))
     with terminal(cluster) as client:
         calls = admin_calls(*three_events(client))
         tokens = wrong_tokens()
@@ -242,7 +245,8 @@ def test_wrong_tokens_are_forbidden_change_nothing_and_are_counted(cluster):
     assert after["forbidden"] - counted["forbidden"] == refused
     assert after["refusals"] - counted["refusals"] == refused  # a forbidden call is also a refusal, counted once
     assert after["errors"] == counted["errors"]
-    wait_until(lambda: len(log_lines(cluster, FORBIDDEN_LOG)) - logged == refused, timeout=5, what=f"{refused} forbidden log lines")
+    wait_until(lambda: len(log_lines(cluster, FORBIDDEN_LOG)) > logged, timeout=5, what="a forbidden log line")
+    assert len(log_lines(cluster, FORBIDDEN_LOG)) - logged <= 2 * len(cluster.servers), "one line per server and interval"
     output = all_output(cluster)
     assert ADMIN_TOKEN not in output
     for label, token in tokens.items():
@@ -250,8 +254,10 @@ def test_wrong_tokens_are_forbidden_change_nothing_and_are_counted(cluster):
             assert token not in output and token[:16] not in output, f"the {label} token is in the server log"
 
 
-def test_each_refusal_is_logged_with_the_callers_address(cluster):
-    """A stock RPyC connection from a socket the test opened itself, so the test knows the address the server sees."""
+def test_refusals_are_logged_with_the_callers_address(cluster_factory):
+    """A stock RPyC connection from a socket the test opened itself, so the test knows the address the server sees;
+    the flood of refusals is one line naming the caller (the throttle is loosened: tests/test_abuse.py tests it)."""
+    cluster = cluster_factory(servers=2, extra=("--throttle-scale", "100"))
     port = min(cluster.servers)
     with terminal(cluster) as client:
         calls = admin_calls(*three_events(client))
@@ -269,11 +275,12 @@ def test_each_refusal_is_logged_with_the_callers_address(cluster):
     finally:
         connection.close()
 
-    refused = len(tokens) * len(calls)
     server = cluster.servers[port]
-    wait_until(lambda: len(log_lines(cluster, FORBIDDEN_LOG)) >= refused, timeout=5, what=f"{refused} forbidden log lines")
-    assert len([line for line in list(server.lines) if f"{FORBIDDEN_LOG} {caller}" in line]) == refused
-    assert [line for line in log_lines(cluster, FORBIDDEN_LOG) if caller not in line] == []
+    wait_until(lambda: log_lines(cluster, FORBIDDEN_LOG), timeout=5, what="a forbidden log line")
+    assert [line for line in list(server.lines) if FORBIDDEN_LOG in line] == [
+        line for line in list(server.lines) if f"{FORBIDDEN_LOG} {LOCAL} (last from {caller})" in line
+    ]
+    assert len([line for line in list(server.lines) if FORBIDDEN_LOG in line]) == 1
     output = all_output(cluster)
     assert ADMIN_TOKEN not in output
     assert not [token for token in tokens.values() if token and token[:16] in output]

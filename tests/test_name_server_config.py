@@ -24,6 +24,8 @@ from name_server import DEFAULT_PORT, DEFAULT_TTL, NameServerConfig
         ([], {"BILHETERIA_NS_TTL": "long"}, "--ttl (or BILHETERIA_NS_TTL): 'long' is not a number of seconds"),
         (["--keyfile", "key.pem"], {}, "--certfile and --keyfile go together"),
         (["--verbose"], {}, "unrecognized arguments: --verbose"),
+        (["--host", "nosuchhost.invalid", "--insecure-open-registration"], {},
+         "--host (or BILHETERIA_NS_HOST): 'nosuchhost.invalid' is not an address to listen on"),
         ([], {}, "registrations need the key shared with the ticket servers: --registration-key-file FILE"),
         (["--registration-key-file", "/nonexistent/key"], {}, "the registration key file /nonexistent/key cannot be read"),
         ([], {"BILHETERIA_REGISTRATION_KEY": "short"}, "is 5 characters; it needs at least 32"),

@@ -42,6 +42,8 @@ def run_server(args: list[str], tmp_path: Path, env: dict[str, str] | None = Non
         (["--certfile", "cert.pem"], {}, "--certfile and --keyfile go together"),
         (["--smtp-port", "0"], {}, "--smtp-port: 0 is not a port number"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--registration-key-file", "/nonexistent/key"], {}, "the registration key file /nonexistent/key cannot be read"),
+        ([], {"BILHETERIA_REGISTRATION_KEY": "short"}, "is 5 characters; it needs at least 32"),
         (["--host", "no.such.host.invalid"], {}, "--host (or BILHETERIA_HOST): 'no.such.host.invalid' is not an address to listen on"),
         (["--db", ""], {}, "--db (or BILHETERIA_DB): empty; name a SQLite file or a postgresql:// URL"),
         (["--admin-token", " "], {}, "--admin-token (or BILHETERIA_ADMIN_TOKEN): empty; leave it out"),

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Cluster
+from procs import wait_until
 
+from client_core import NameServerClient, TicketClient
 from database import Store
 from errors import Unavailable
 
@@ -95,3 +98,30 @@ def test_a_truncated_wal_stops_the_writes_that_would_be_lost_with_it(store: Stor
     assert wal.stat().st_size > 0
     os.truncate(wal, 0)
     refuses_with(store, "-wal was truncated under the running store")
+
+
+def test_a_server_whose_database_is_taken_away_stops_selling_unregisters_and_says_why(tmp_path: Path) -> None:
+    """The whole chain with real processes: the file renamed under a running server, then one sale attempt; the
+    server refuses it, leaves the name server's list at its next heartbeat and logs why once."""
+    cluster = Cluster(tmp_path / "cluster", hold_seconds=600.0)
+    cluster.directory.mkdir()
+    try:
+        cluster.start_name_server()
+        server = cluster.start_server()
+        discovery = NameServerClient([cluster.name_server_address], timeout=1.0)
+        with TicketClient([cluster.name_server_address], timeout=3) as client:
+            assert client.reserve(1, 1, "Ana", "ana@example.com", sector="Pista", confirm=True).status == "confirmed"
+            os.rename(cluster.db, f"{cluster.db}.moved")
+            with pytest.raises(Unavailable):
+                client.reserve(1, 1, "Bia", "bia@example.com", sector="Pista", confirm=True)
+
+        def listed() -> tuple:
+            discovery.refresh()
+            return discovery.cached
+
+        wait_until(lambda: listed() == (), timeout=10, what="the server unlisted")
+        said = [line for line in list(server.lines) if "cannot serve (" in line]
+        assert len(said) == 1 and str(cluster.db) in said[0], said
+        assert server.alive(), "it stays up to say why, and serves again when its database is back"
+    finally:
+        cluster.stop()
