@@ -37,13 +37,26 @@ PROMPT = 1.0
 """An honest sale under attack answers within this (it takes milliseconds when all is well)."""
 
 
+_started: list[Process] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_servers() -> Iterator[None]:
+    """Every server a test starts is stopped after it, pass or fail."""
+    yield
+    while _started:
+        _started.pop().stop()
+
+
 def start_server(tmp_path: Path, *extra: str, descriptors: int | None = None) -> Process:
     """A ticket server on its own SQLite file, optionally under a low descriptor limit (set by prlimit on the child)."""
     port = free_port()
     prefix = ("prlimit", f"--nofile={descriptors}:{descriptors}") if descriptors else ()
-    return start(f"server-{port}", ["server.py", "--port", str(port), "--db", str(tmp_path / "tickets.db"),
-                                    "--name-server", f"{LOCAL}:{free_port()}", "--admin-token", ADMIN_TOKEN, *extra],
-                 ready="Ticket server listening on", prefix=prefix)
+    server = start(f"server-{port}", ["server.py", "--port", str(port), "--db", str(tmp_path / "tickets.db"),
+                                      "--name-server", f"{LOCAL}:{free_port()}", "--admin-token", ADMIN_TOKEN, *extra],
+                   ready="Ticket server listening on", prefix=prefix)
+    _started.append(server)
+    return server
 
 
 def port_of(server: Process) -> int:
