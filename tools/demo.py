@@ -1,8 +1,9 @@
-"""`python cli.py demo`: a whole box office on this machine, then the clerk's menu (or a wait for Ctrl-C).
+"""`python cli.py demo`: a whole box office on this machine, then the clerk's counter app (or a wait for Ctrl-C).
 
 cli.py starts this as `python -m tools.demo` with its own arguments (read by cli.py's parser, so the two never
 disagree) and passes on the SIGINT or SIGTERM it gets; whichever way the demo ends, its name servers and ticket
-servers are stopped before it exits. The interactive terminal it opens is the product's own menu.
+servers are stopped before it exits. The interactive terminal it opens is the product's own counter app, handed
+the demo's admin token; quitting it is what stops the demo, and it says so before asking.
 Exit codes are cli.py's: 0 stopped cleanly, 3 the demo could not start.
 """
 
@@ -22,10 +23,9 @@ from rich.text import Text
 import cli
 from client_core import TicketClient
 from net.tls import TLSFiles
+from terminal.app.run import run_counter
 from terminal.config import TerminalConfig
-from terminal.console import PromptConsole
 from terminal.inputs import TOKEN_ENV
-from terminal.menu import Menu
 from tools.harness import LaunchError, stop_on_signals
 from tools.launcher import LocalCluster
 from tools.pgcluster import PgCluster, PostgresUnavailable
@@ -33,9 +33,9 @@ from tools.pgcluster import PgCluster, PostgresUnavailable
 POSTGRES_TOKEN_FILE = "postgres.admin-token"
 
 
-def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console, database: str = "",
+def run_demo(args: argparse.Namespace, config: TerminalConfig, out: Console, err: Console, database: str = "",
              server_args: Sequence[str] = ()) -> int:
-    """Start a local cluster, then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
+    """Start a local cluster, then the counter app or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
     files = TLSFiles(args.certfile, args.keyfile, config.cafile) if args.certfile else None
     cluster = LocalCluster(Path(args.data), servers=args.server_count, name_servers=args.name_server_count, ns_port=args.ns_port,
                            port_base=args.port_base, tls=files, database=database, server_args=server_args)
@@ -51,7 +51,8 @@ def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsol
             while True:
                 signal.pause()
         with TicketClient(cluster.name_server_addresses, timeout=config.timeout, cafile=cluster.cafile) as client:
-            Menu(client, out, admin_token=config.token).run()
+            run_counter(client, args.lang, admin_token=config.token or demo_token(cluster, args),
+                        demo_processes=len(cluster.children()))
             return cli.EXIT_OK
     except LaunchError as exc:
         err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
@@ -66,7 +67,7 @@ def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsol
             out.print("Demo stopped.")
 
 
-def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console) -> int:
+def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: Console, err: Console) -> int:
     """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
     The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
     try:
@@ -87,6 +88,16 @@ def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: 
         postgres.destroy()
 
 
+def demo_token(cluster: LocalCluster, args: argparse.Namespace) -> str | None:
+    """The token the demo's servers were started with, read from the file they keep it in."""
+    postgres = str(cluster.db).startswith("postgresql://")
+    path = Path(args.data) / POSTGRES_TOKEN_FILE if postgres else Path(f"{cluster.db}.admin-token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def describe_demo(cluster: LocalCluster, config: TerminalConfig, out: Console) -> None:
     for child in cluster.children():
         out.print(Text.assemble((f"{child.name:<20}", "bold"), f"{child.address}  pid {child.popen.pid}  log {child.log}"))
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`demo --no-interactive ...`)."""
     _, args, config = cli.tool_arguments("demo", argv)
     stop_on_signals()
-    out = PromptConsole(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return run_demo_on_postgres(args, config, out, err) if args.postgres else run_demo(args, config, out, err)

@@ -21,6 +21,7 @@ EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def check_quantity(text: str, available: int, words: Words) -> str | None:
+    """Within the per-order limit and what is left; a sold-out sector is no slip (the sale offers the waitlist)."""
     if not text.strip():
         return words("How many tickets?")
     if not text.strip().isdigit():
@@ -30,7 +31,7 @@ def check_quantity(text: str, available: int, words: Words) -> str | None:
         return words("At least 1 ticket.")
     if quantity > MAX_PER_ORDER:
         return words("At most {limit} tickets per order.", limit=MAX_PER_ORDER)
-    if quantity > available:
+    if 0 < available < quantity:
         return words("Only {left} left in this sector.", left=available)
     return None
 

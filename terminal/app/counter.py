@@ -35,13 +35,13 @@ class CounterApp(App[None]):
     TITLE = "bilheteria"
     ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, client: TicketClient, words: Words, *, admin_token: str | None = None, quit_warning: str = "") -> None:
+    def __init__(self, client: TicketClient, words: Words, *, admin_token: str | None = None, demo_processes: int = 0) -> None:
         super().__init__()
         self.client = client
         self.words = words
         self.admin_token = admin_token
-        self.quit_warning = quit_warning
-        """Said before quitting, e.g. that quitting the demo's terminal stops the demo's servers."""
+        self.demo_processes = demo_processes
+        """The demo's servers, stopped when this terminal quits (0: not the demo's terminal); said before asking."""
         self.drafts: dict[int, Draft] = {}
         self.entries: dict[int, WaitlistEntry] = {}
         self.live = Live(self, client, on_update=self.availability, on_offer=self.offer_arrived, on_breaker=self.breaker_changed)
@@ -122,8 +122,10 @@ class CounterApp(App[None]):
     async def action_quit(self) -> None:
         """Asks first; in the demo, says that quitting stops the demo's servers."""
         question = self.words("Quit the counter?")
-        if self.quit_warning:
-            question = f"{self.quit_warning}\n{question}"
+        if self.demo_processes:
+            warning = self.words("Quitting this counter ends the demo: its {count} processes (name server and ticket servers) stop.",
+                                 count=self.demo_processes)
+            question = f"{warning}\n{question}"
         self.push_screen(Confirm(question, self.words("Quit")), lambda yes: self.exit() if yes else None)
 
     async def action_help_quit(self) -> None:

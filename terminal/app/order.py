@@ -177,7 +177,7 @@ class Order(CounterScreen):
         holder = self.query_one("#map", Vertical)
         holder.remove_children()
         holder.mount(SeatGrid(seat_map, self.chosen_seats()),
-                     Static(self.w("· free  h held  x sold  ■ chosen\nArrows move, Space picks"), classes="hint"))
+                     Static(self.w("· free  h held\nx sold  ■ chosen\nArrows, Space: pick"), classes="hint"))
 
     def grid(self) -> SeatGrid | None:
         found = self.query(SeatGrid)
@@ -187,6 +187,9 @@ class Order(CounterScreen):
         sector = self.sector
         if sector is None:
             self.query_one("#left", Static).update("")
+            return
+        if not sector.available:
+            self.query_one("#left", Static).update(self.w("Sold out: holding offers the waitlist."))
             return
         half = self.w.money(sector.price_cents // 2)
         self.query_one("#left", Static).update(self.w("{left} left · {price} (half {half})", left=sector.available,

@@ -16,8 +16,8 @@ from terminal.app.i18n import Words, choose_language
 LOG_ENV = "BILHETERIA_TERMINAL_LOG"
 
 
-def run_counter(client: TicketClient, language: str | None, *, admin_token: str | None = None, quit_warning: str = "") -> None:
-    """Until the clerk quits (and said yes). `quit_warning` is said first, e.g. that quitting stops the demo."""
+def run_counter(client: TicketClient, language: str | None, *, admin_token: str | None = None, demo_processes: int = 0) -> None:
+    """Until the clerk quits (and said yes); in the demo (`demo_processes` > 0) quitting says first that it stops them."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -25,4 +25,4 @@ def run_counter(client: TicketClient, language: str | None, *, admin_token: str 
         logging.basicConfig(filename=os.environ[LOG_ENV], level=logging.INFO)
     else:
         root.addHandler(logging.NullHandler())
-    CounterApp(client, Words(choose_language(language)), admin_token=admin_token, quit_warning=quit_warning).run()
+    CounterApp(client, Words(choose_language(language)), admin_token=admin_token, demo_processes=demo_processes).run()
