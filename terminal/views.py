@@ -1,9 +1,9 @@
 """How the terminal's answers look: tables, panels and JSON for events, reservations, status, reports, the
 ledger and seat maps, and the one way a refusal or an outage is shown.
 
-It exists so that the two faces of the terminal, the commands for scripts in cli.py and the clerk's menu
-in menu.py, show the same answer the same way: a reservation looks alike whether it was bought with
-`cli.py reserve` or at the counter. Nothing here calls the server or decides anything; every function takes
+It exists so that every command for scripts in cli.py (and the live dashboard and watch) shows the same answer
+the same way; the counter app (app/) draws its own screens with Textual, in the clerk's language. Nothing here
+calls the server or decides anything; every function takes
 what the server answered and returns something to print. What the user types is read in inputs.py, and the
 small pieces every screen shares (styles, times, the breakers line) are in widgets.py.
 """
@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -294,28 +293,6 @@ def seat_map_document(seat_map: SeatMap) -> dict[str, Any]:
             "held_seats": taken["held"], "sold_seats": taken["sold"]}
 
 
-def tickets_text(quantity: int, seats: Sequence[str]) -> str:
-    """`seats A1 A2` when they are numbered, `2 tickets` when not."""
-    return f"seats {' '.join(seats)}" if seats else plural(quantity, "ticket")
-
-
-def hold_clock(expires_at: str | None, now: datetime | None = None) -> Text:
-    """The line a clerk watches while the customer pays: time left on the hold by the terminal's clock, and when it ends."""
-    if not expires_at:
-        return Text("")
-    try:
-        ends = datetime.fromisoformat(expires_at)
-    except ValueError:
-        return Text(f"Hold ends at {expires_at}")
-    left = int((ends - (now or datetime.now(ends.tzinfo))).total_seconds())
-    if left <= 0:
-        return Text(f"Hold ended at {format_time(expires_at)}: the seats may be back on sale", style="bold red")
-    hours, rest = divmod(left, 3600)
-    clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-    return Text.assemble(("Hold: ", "bold"), (f"{clock} left to pay", "bold red" if left < 60 else "bold yellow"),
-                         f" (ends at {format_time(expires_at)})")
-
-
 def ticket_view(reservation: Reservation) -> Panel:
     """What the customer walks away with: the reservation, seats included, framed."""
     title = "Ticket" if reservation.status == "confirmed" else f"Reservation ({reservation.status})"
@@ -345,13 +322,3 @@ def waitlist_entry_view(entry: WaitlistEntry) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
-
-
-def offer_panel(entry: WaitlistEntry, seats: Sequence[str] = ()) -> Panel:
-    """The pop-up for an offer: which entry, what is held under which code, until when, and what to do."""
-    body = Text.assemble(
-        f"Waitlist entry {entry.id} ({entry.customer}): ", (tickets_text(entry.quantity, seats), "bold"), f" in {entry.sector}",
-        " are held as ", (entry.code or "?", "bold cyan"), " until ", (format_time(entry.offer_expires_at), "bold"), ".\n",
-        "Confirm it (menu 3) with that code and the customer's email before then, or the next in line gets it.",
-    )
-    return Panel(body, title="Waitlist offer", border_style="bold green", expand=False)

@@ -1,7 +1,7 @@
 """The small pieces every screen of the terminal is built from: a status in its colour, a time for a human,
 a count with its noun, the breakers line, the cells of a bar, money as a spreadsheet reads it.
 
-They live apart from the screens (views, menu, dashboard, watch) so that each screen imports its pieces from
+They live apart from the screens (views, dashboard, watch) so that each screen imports its pieces from
 here instead of from another screen: the dashboard and the status view show the breakers the same way
 because they draw them with the same function, and no screen depends on another to get it.
 """

@@ -178,3 +178,34 @@ def test_quitting_the_demos_terminal_says_it_stops_the_demo(client) -> None:
         await until(pilot, lambda: not app.is_running, "the app to end")
 
     at_the_counter(client, clerk, demo_processes=3)
+
+
+def test_admin_asks_the_token_once_says_where_it_lives_and_pauses_an_event(cluster, client) -> None:
+    async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
+        await until_shown(pilot, "Stand-up")
+        await pilot.press("a")
+        await until_shown(pilot, "Admin token")
+        await pilot.press(*"wrong", "enter")
+        complaint = await until(pilot, lambda: app.screen.query(".error") and str(app.screen.query_one(".error").render()), "a refusal")
+        assert "tickets.db.admin-token" in complaint and "--admin-token" in complaint
+        await pilot.press(*ADMIN_TOKEN, "enter")
+        report = await until_shown(pilot, "Total")
+        assert "R$\u00a00.00" in report and ADMIN_TOKEN not in report and "wrong" not in report
+        await pilot.press("p")
+        await until_notified(pilot, "Noite de Abertura - Rock na Praia: paused")
+        await pilot.press("escape", "a")
+        await until_shown(pilot, "Admin: sales report")
+        assert "Admin token" not in screen_text(app), "the token is asked once per session"
+
+    at_the_counter(client, clerk)
+    assert client.get_event(1).status == "paused"
+
+
+def test_the_demos_own_terminal_is_handed_the_token(client) -> None:
+    async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
+        await until_shown(pilot, "Stand-up")
+        await pilot.press("a")
+        report = await until_shown(pilot, "Total")
+        assert "Admin token" not in report
+
+    at_the_counter(client, clerk, admin_token=ADMIN_TOKEN, demo_processes=3)

@@ -1,6 +1,6 @@
-"""The administrator's terminal as it is used: `cli.py admin ...` from scripts (tables, JSON, CSV), the live
-dashboard in a pseudo-terminal while servers die, and the menu's admin sub-menu. Real name server and ticket
-servers; every state is checked through client_core, never through the CLI's own word."""
+"""The administrator's terminal as it is used: `cli.py admin ...` from scripts (tables, JSON, CSV) and the live
+dashboard in a pseudo-terminal while servers die (the counter app's admin screen is tests/test_app.py's). Real
+name server and ticket servers; every state is checked through client_core, never through the CLI's own word."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -265,49 +264,3 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
     assert dashboard.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 0,00" in screen and "Bachianas Brasileiras" in screen
-
-
-def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
-    with PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address], {**CLEAN_ENV, "TERM": "xterm"}) as pty:
-        menu = pty.child
-        for prompt, answer in (("Choose", "7"), ("Admin token", "not-the-token")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Forbidden")
-        for prompt, answer in (("Choose", "7"), ("Admin token", ADMIN_TOKEN), ("Admin action", "1"), ("Event name", "Forró na Praça"),
-                               ("Venue", "Praça XV"), ("Starts at", "2027-06-24T19:00:00-03:00"), ("Sectors", "Pista:4000:200")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Event created")
-        for prompt, answer in (("Admin action", "4"), ("Event id", "4")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Sales paused")
-        menu.expect("Admin action")
-        menu.sendline("9")
-        menu.expect("Sales report")
-        menu.expect("Total")
-        for prompt, answer in (("Admin action", "b"), ("Choose", "7")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        assert menu.expect(["Admin token", "Admin action"]) == 1, "the token is asked once per session"
-        for port in list(cluster.servers):  # the token is rotated: only a server with a new one is left
-            cluster.servers[port].kill()
-        cluster.start_server(None, "--admin-token", "rotated-token")
-        menu.sendline("9")
-        menu.expect("Forbidden")
-        for prompt, answer in (("Choose", "7"), ("Admin token", "rotated-token"), ("Admin action", "b"), ("Choose", "q")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect(pexpect.EOF)
-    screen = pty.screen
-    assert menu.exitstatus == 0, screen
-    assert "Traceback" not in screen and not any(token in screen for token in (ADMIN_TOKEN, "not-the-token", "rotated-token"))
-    assert screen.count("Admin token") == 3
-    report = screen[screen.index("Sales report"):]
-    assert re.search(r"4 Forró na Praça\s+paused\s+│ Pista\s+│\s+200 │\s+0 │\s+0 │\s+200 │", report), report
-    with TicketClient([cluster.name_server_address]) as client:
-        event = client.get_event(4)
-    assert (event.name, event.venue, event.status) == ("Forró na Praça", "Praça XV", "paused")
-    assert [asdict(sector) for sector in event.sectors] == [
-        {"name": "Pista", "price_cents": 4000, "capacity": 200, "available": 200, "half_limit": None, "rows": 0, "seats_per_row": 0}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
@@ -10,7 +11,8 @@ from terminal.app.base import CounterDialog
 
 
 class Confirm(CounterDialog):
-    """Yes or no; No is focused, so Enter pressed by habit never cancels or quits anything."""
+    """Yes or no; No is focused, so Enter pressed by habit never cancels or quits anything. The language's letter
+    for yes (y, s) answers yes and its letter for no answers no, so a clerk need not reach for Tab."""
 
     def __init__(self, question: str, yes: str) -> None:
         super().__init__()
@@ -21,14 +23,20 @@ class Confirm(CounterDialog):
         with Vertical(classes="dialog"):
             yield Static(self.question, classes="question")
             with Horizontal(classes="buttons"):
-                yield Button(self.yes, id="yes", compact=True, variant="error")
-                yield Button(self.w("No, go back"), id="no", compact=True, variant="primary")
+                yield Button(f"{self.yes} ({self.w('y')})", id="yes", compact=True, variant="error")
+                yield Button(f"{self.w('No, go back')} ({self.w('n')})", id="no", compact=True, variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+    def on_key(self, event: events.Key) -> None:
+        letter = (event.character or "").casefold()
+        if letter in (self.w("y"), self.w("n")):
+            event.stop()
+            self.dismiss(letter == self.w("y"))
 
 
 class AskToken(CounterDialog):
