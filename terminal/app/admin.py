@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import DataTable, Static
@@ -28,10 +29,10 @@ class Admin(CounterScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(self.w("Admin: sales report"), classes="title")
-        table: DataTable[str] = DataTable(id="report", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="report", cursor_type="row", zebra_stripes=True)
         w = self.w
-        for key, label, width in (("event", w("Event"), 24), ("sector", w("Sector"), 9), ("sold", w("Sold"), 5), ("held", w("Held"), 5),
-                                  ("left", w("Left"), 5), ("revenue", w("Revenue"), 15)):
+        for key, label, width in (("event", w("Event"), 30), ("sector", w("Sector"), 9), ("sold", w("Sold"), 5), ("held", w("Held"), 5),
+                                  ("left", w("Left"), 5), ("revenue", w("Revenue"), 14)):
             table.add_column(label, key=key, width=width)
         yield table
         yield Note(id="problem", classes="error")
@@ -77,9 +78,9 @@ class Admin(CounterScreen):
         table = self.query_one(DataTable)
         table.clear()
         for index, row in enumerate(reports):
-            name = f"{row.event_id} {row.event_name}"[:24]
-            table.add_row(name, row.sector[:9], str(row.sold), str(row.held), str(row.available), self.w.money(row.revenue_cents),
-                          key=f"{row.event_id}:{index}")
+            event = Text.assemble(f"{row.event_id} {row.event_name}"[:30], "\n", (status_word(row.event_status, self.w), "dim"))
+            table.add_row(event, Text(row.sector), str(row.sold), str(row.held), str(row.available), self.w.money(row.revenue_cents),
+                          key=f"{row.event_id}:{index}", height=2)
         total = sum(row.revenue_cents for row in reports)
         table.add_row(self.w("Total"), "", str(sum(r.sold for r in reports)), str(sum(r.held for r in reports)),
                       str(sum(r.available for r in reports)), self.w.money(total), key="total")

@@ -53,7 +53,10 @@ class CounterScreen(Shared, Screen[None]):
 
     def keys(self, *pairs: tuple[str, str]) -> Static:
         """The keys this screen answers to, in the clerk's language, as one line at the bottom."""
-        return Static("  ".join(f"[b]{key}[/b] {self.w(label)}" for key, label in pairs), classes="keys")
+        return Static(self.key_line(pairs), classes="keys", id="keys")
+
+    def key_line(self, pairs: tuple[tuple[str, str], ...]) -> str:
+        return "  ".join(f"[b]{key}[/b] {self.w(label)}" for key, label in pairs)
 
 
 class CounterDialog(Shared, ModalScreen[Any]):

@@ -113,6 +113,7 @@ class Hold(CounterScreen):
         self.query_one("#problem", Static).update("")
         button = self.query_one("#confirm", Button)
         button.display = False
+        self.query_one("#keys", Static).update(self.key_line((("Enter", "new sale"), ("Escape", "back to the catalogue"))))
         done = Button(self.w("New sale"), id="new", compact=True, variant="primary")
         self.query_one("#body").mount(done)
         done.focus()

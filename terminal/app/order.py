@@ -130,6 +130,8 @@ class Order(CounterScreen):
                 grid.choose(self.chosen_seats())
         if key in FIELDS and (event.value or key in ("quantity", "sector")):
             self.show_problem(key)
+        elif key in FIELDS:
+            self.query_one(f"#{key}-error", Static).update("")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         order = [key for key in FIELDS if self.query_one(f"#row-{key}").display]

@@ -20,6 +20,10 @@ REFRESH_SECONDS = 3.0
 class Status(CounterScreen):
     BINDINGS: ClassVar[list[BindingType]] = [("escape", "back"), ("r", "refresh")]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: tuple[str, ...] = ()
+
     def compose(self) -> ComposeResult:
         yield Static(self.w("Status"), classes="title")
         yield Static("", id="server")
@@ -32,9 +36,10 @@ class Status(CounterScreen):
         self.set_interval(REFRESH_SECONDS, self.action_refresh)
 
     def action_refresh(self) -> None:
-        run_call(self, self.client.status, self.show, self.trouble, busy=self.query_one("#server"))
+        run_call(self, lambda: (self.client.status(), self.client.known_servers()), self.show, self.trouble, busy=self.query_one("#server"))
 
-    def show(self, status: ServerStatus) -> None:
+    def show(self, answer: tuple[ServerStatus, tuple[str, ...]]) -> None:
+        status, self.known = answer
         self.query_one("#problem", Static).update("")
         self.query_one("#server", Static).update("\n".join((
             self.w("Answering: {server} ({address})", server=status.server_id, address=self.client.current_server or "-"),
@@ -46,9 +51,12 @@ class Status(CounterScreen):
         self.show_breakers()
 
     def show_breakers(self) -> None:
+        """Every server the counter knows of, with its breaker's state; one the counter has not called yet says so."""
         states = self.client.breaker_states()
-        lines = [self.w("Servers this counter has tried:")]
-        lines += [f"  {server}  {status_word(state, self.w)}" for server, state in sorted(states.items())]
+        lines = [self.w("Ticket servers:")]
+        for server in sorted(set(states) | set(self.known)):
+            state = status_word(states[server], self.w) if server in states else self.w("not called yet")
+            lines.append(f"  {server}  {state}")
         self.query_one("#breakers", Static).update("\n".join(lines))
 
     def trouble(self, exc: BoxOfficeError) -> None:
