@@ -11,6 +11,7 @@ import pytest
 from conftest import Cluster
 from counter_pilot import until, until_shown
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from client_core import TicketClient
 from terminal.app.counter import CounterApp
@@ -41,7 +42,9 @@ async def order_form(pilot: Pilot[Any]) -> None:
     await catalogue(pilot)
     await pilot.press("down", "down", "enter")
     await until(pilot, lambda: pilot.app.screen.query(SeatGrid), "the seat map")
-    await pilot.press("2", "tab", "tab", *"Ana", "tab", *"ana.example")
+    for field, typed in (("quantity", "2"), ("name", "Ana"), ("email", "ana.example")):
+        pilot.app.screen.query_one(f"#{field}", Input).value = typed
+    pilot.app.screen.query_one("#email", Input).focus()
     await pilot.pause()
 
 

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 from textual.binding import BindingType
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from client_core import TicketClient
+from records import Event, Reservation, WaitlistEntry
+from terminal.app.draft import Draft
 from terminal.app.i18n import Words
 
-if TYPE_CHECKING:
-    from terminal.app.counter import CounterApp
+
+class Counter(Protocol):
+    """What a screen may ask of the session (the app, counter.py), named here so screens need not import the app."""
+
+    client: TicketClient
+    words: Words
+    admin_token: str | None
+
+    def open(self, name: str) -> None: ...
+    def sell(self, event: Event, sector: str) -> None: ...
+    def pay(self, reservation: Reservation, email: str) -> None: ...
+    def new_sale(self) -> None: ...
+    def keep_draft(self, event_id: int, draft: Draft) -> None: ...
+    def forget_draft(self, event_id: int) -> None: ...
+    def catalogue_event(self, event_id: int) -> Event | None: ...
+    def follow(self, events: tuple[Event, ...]) -> None: ...
+    def join_waitlist(self, event_id: int, quantity: int, customer: str, email: str, sector: str) -> WaitlistEntry: ...
+    def waitlist_entries(self) -> list[WaitlistEntry]: ...
 
 
 class Note(Static):
@@ -31,8 +49,8 @@ class Shared:
     """Mixed into screens and dialogs: the app's words and client, named once."""
 
     @property
-    def counter(self) -> CounterApp:
-        return cast("CounterApp", cast(Any, self).app)
+    def counter(self) -> Counter:
+        return cast(Counter, cast(Any, self).app)
 
     @property
     def w(self) -> Words:

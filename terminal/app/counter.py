@@ -17,11 +17,12 @@ from records import AvailabilityUpdate, Event, Reservation, WaitlistEntry
 from terminal.app.admin import Admin
 from terminal.app.catalogue import Catalogue
 from terminal.app.dialogs import Confirm
+from terminal.app.draft import Draft
 from terminal.app.find import Find
 from terminal.app.hold import Hold
 from terminal.app.i18n import Words
 from terminal.app.live import Live
-from terminal.app.order import Draft, Order
+from terminal.app.order import Order
 from terminal.app.status import Status
 from terminal.app.waitlist import Waitlist, entry_text
 

@@ -7,7 +7,6 @@ it as it was left. A pushed update changes what is left and the seat map; it nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -22,21 +21,10 @@ from terminal.app.base import CounterScreen, Note
 from terminal.app.calls import explain, run_call
 from terminal.app.checks import check_email, check_name, check_quantity, check_seats, find_sector
 from terminal.app.dialogs import Confirm
+from terminal.app.draft import Draft
 from terminal.app.seatgrid import SeatGrid
 
 FIELDS = ("sector", "quantity", "seats", "name", "email")
-
-
-@dataclass(frozen=True)
-class Draft:
-    """What was typed into an event's order form, kept while the clerk looks elsewhere."""
-
-    sector: str
-    quantity: str = "1"
-    seats: str = ""
-    name: str = ""
-    email: str = ""
-    category: str = "full"
 
 
 class Order(CounterScreen):
