@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from conftest import ADMIN_TOKEN
 from counter_pilot import at_the_counter, screen_text, type_into, until, until_notified, until_shown, value
+from procs import free_port
 from textual.pilot import Pilot
 
 from client_core import TicketClient
@@ -209,3 +210,14 @@ def test_the_demos_own_terminal_is_handed_the_token(client) -> None:
         assert "Admin token" not in report
 
     at_the_counter(client, clerk, admin_token=ADMIN_TOKEN, demo_processes=3)
+
+
+def test_with_no_server_the_catalogue_says_what_to_do_next() -> None:
+    closed = f"127.0.0.1:{free_port()}"
+
+    async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
+        shown = await until_shown(pilot, "Start name_server.py")
+        assert "Unavailable" not in shown and "Traceback" not in shown
+
+    with TicketClient(servers=[closed], timeout=1) as client:
+        at_the_counter(client, clerk)

@@ -47,8 +47,13 @@ def run_call(owner: Widget, call: Callable[[], T], done: Callable[[T], None], fa
     `busy` (the owner by default) shows Textual's loading indicator until then."""
     shown = busy or owner
     shown.loading = True
+    app = owner.app
 
     def finish(outcome: Callable[[], None]) -> None:
+        """On the UI thread; a screen the clerk has left meanwhile is not drawn on (the answer still happened)."""
+        if not owner.is_attached:
+            log.info("an answer came back to a screen already closed")
+            return
         shown.loading = False
         outcome()
 
@@ -58,8 +63,8 @@ def run_call(owner: Widget, call: Callable[[], T], done: Callable[[T], None], fa
         except BoxOfficeError as exc:
             log.info("call refused or unavailable: %s", exc)
             refusal = exc
-            owner.app.call_from_thread(finish, lambda: failed(refusal))
+            app.call_from_thread(finish, lambda: failed(refusal))
             return
-        owner.app.call_from_thread(finish, lambda: done(answer))
+        app.call_from_thread(finish, lambda: done(answer))
 
     owner.run_worker(job, thread=True, group="calls")

@@ -42,6 +42,7 @@ class Hold(CounterScreen):
         super().__init__()
         self.reservation = reservation
         self.email = email
+        self.paying = False
 
     def compose(self) -> ComposeResult:
         yield Static(self.w("Hold {code}", code=self.reservation.code), classes="title")
@@ -97,13 +98,15 @@ class Hold(CounterScreen):
             self.counter.new_sale()
 
     def confirm(self) -> None:
-        if self.reservation.status != "held" or self.query_one("#confirm", Button).disabled:
+        if self.paying or self.reservation.status != "held" or self.query_one("#confirm", Button).disabled:
             return
         reference = self.query_one("#reference", Input).value.strip() or None
+        self.paying = True
         run_call(self, lambda: self.client.confirm(self.reservation.code, self.email, payment_ref=reference), self.paid, self.trouble,
                  busy=self.query_one("#body"))
 
     def paid(self, reservation: Reservation) -> None:
+        self.paying = False
         self.reservation = reservation
         self.counter.forget_draft(reservation.event_id)
         self.query_one(".title", Static).update(self.w("Ticket {code}", code=reservation.code))
@@ -119,9 +122,13 @@ class Hold(CounterScreen):
         done.focus()
 
     def trouble(self, exc: BoxOfficeError) -> None:
+        self.paying = False
         self.query_one("#problem", Static).update(explain(exc, self.w))
 
     def action_back(self) -> None:
+        """Not while the payment is on its way: whether it went through is what the clerk must see."""
+        if self.paying:
+            return
         if self.reservation.status == "held":
             self.app.notify(self.w("Hold {code} kept: confirm it with the email before {time} (f: find a code).",
                                    code=self.reservation.code, time=self.w.when(self.reservation.expires_at)))

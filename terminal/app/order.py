@@ -80,6 +80,9 @@ class Order(CounterScreen):
                      category if isinstance(category, str) else "full")
 
     def action_back(self) -> None:
+        """Back to the catalogue, the form kept; not while a hold is on its way, whose answer the clerk must see."""
+        if self.sending:
+            return
         self.counter.keep_draft(self.event.id, self.current_draft())
         self.dismiss()
 
