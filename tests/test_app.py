@@ -24,6 +24,12 @@ VIP = 1
 
 
 @pytest.fixture
+def cluster(cluster_factory) -> Any:
+    """One ticket server is enough for what a clerk sees; the failover test starts two."""
+    return cluster_factory(servers=1)
+
+
+@pytest.fixture
 def client(cluster) -> Any:
     with TicketClient([cluster.name_server_address], timeout=5) as client:
         yield client
@@ -148,7 +154,38 @@ def test_a_sale_elsewhere_and_a_waitlist_offer_arrive_while_the_clerk_types(clus
     at_the_counter(client, clerk)
 
 
-def test_the_sale_completes_when_its_server_is_killed_under_the_app(cluster, client) -> None:
+def test_a_seat_sold_elsewhere_while_it_is_chosen_is_flagged_at_once(cluster, client) -> None:
+    async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
+        order = await open_sector(pilot, PLATEIA)
+        await until(pilot, lambda: order.query(SeatGrid), "the seat map")
+        await type_into(pilot, "seats", "E5 E6")
+        await type_into(pilot, "name", "Gil")
+        client.reserve(2, 1, "Hana", "hana@example.com", sector="Plateia", seats=["E6"])
+        await until(pilot, lambda: "Not free: E6." in str(order.query_one("#seats-error").render()), "the seat flagged")
+        assert (value(app, "seats"), value(app, "name")) == ("E5 E6", "Gil")
+
+    at_the_counter(client, clerk)
+
+
+def test_a_lapsed_hold_is_no_longer_offered_for_payment(cluster_factory) -> None:
+    cluster = cluster_factory(servers=1, hold_seconds=2)
+
+    async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
+        await open_sector(pilot, VIP)
+        await type_into(pilot, "name", "Ivo")
+        await type_into(pilot, "email", "ivo@example.com")
+        await pilot.press("ctrl+s")
+        await until_shown(pilot, "left to pay")
+        await until_shown(pilot, "The hold lapsed")
+        assert app.screen.query_one("#confirm").disabled
+
+    with TicketClient([cluster.name_server_address], timeout=5) as client:
+        at_the_counter(client, clerk)
+
+
+def test_the_sale_completes_when_its_server_is_killed_under_the_app(cluster_factory) -> None:
+    cluster = cluster_factory(servers=2)
+
     async def clerk(app: CounterApp, pilot: Pilot[Any]) -> None:
         await open_sector(pilot, VIP)
         await type_into(pilot, "name", "Eva")
@@ -161,8 +198,9 @@ def test_the_sale_completes_when_its_server_is_killed_under_the_app(cluster, cli
         await until_shown(pilot, "Paid. Code", timeout=20)
         assert client.current_server != f"127.0.0.1:{port}"
 
-    at_the_counter(client, clerk)
-    [sold] = client.list_reservations(ADMIN_TOKEN, email="eva@example.com")
+    with TicketClient([cluster.name_server_address], timeout=5) as client:
+        at_the_counter(client, clerk)
+        [sold] = client.list_reservations(ADMIN_TOKEN, email="eva@example.com")
     assert sold.status == "confirmed"
 
 

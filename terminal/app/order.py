@@ -202,6 +202,8 @@ class Order(CounterScreen):
             grid = self.grid()
             if grid is not None and grid.seat_map.sector == update.sector:
                 grid.show_states(update.states)
+            if self.value("seats").strip():
+                self.show_problem("seats")
         self.show_left()
 
     # -- the sale -----------------------------------------------------------------------------------------------
