@@ -26,7 +26,7 @@ import seating
 from client_core import TicketClient
 from errors import ReservationError, Unavailable
 from records import Event, LedgerEntry, Reservation, SeatMap, SectorReport, ServerStatus, WaitlistEntry, format_money
-from terminal.widgets import STATUS_STYLES, breakers_text, format_time, plural, reais, styled
+from terminal.widgets import STATUS_STYLES, WideOrStacked, breakers_text, format_time, plural, reais, styled
 
 
 def events_table(events: Sequence[Event], title: str = "Events") -> Table:
@@ -94,26 +94,48 @@ REPORT_COLUMNS = ("Cap.", "Held", "Sold", "Free", "Full", "Half", "Rev. full", "
 """Short headers: the table must stay readable in a 120-column terminal (Full/Half: tickets sold at each price)."""
 
 
-def report_table(reports: Sequence[SectorReport]) -> Table:
+def report_figures(rows: Sequence[SectorReport]) -> list[str]:
+    """Capacity, held, sold, free, sold full, sold half, then revenue full, half and total: of one row or summed."""
+    counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
+    money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
+    return [str(count) for count in counts] + [format_money(cents) for cents in money]
+
+
+def report_table(reports: Sequence[SectorReport]) -> WideOrStacked:
+    """One row per sector when the terminal is wide enough for every column, else a few lines per sector."""
     table = Table(title="Sales report (revenue: confirmed sales)", header_style="bold")
     table.add_column("Event", min_width=18, ratio=1)
     table.add_column("Sector", min_width=8)
     for column in REPORT_COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
-
-    def figures(rows: Sequence[SectorReport]) -> list[str]:
-        counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
-        money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
-        return [str(count) for count in counts] + [format_money(cents) for cents in money]
-
     previous_event = None
     for row in reports:
         event = Text.assemble(f"{row.event_id} ", row.event_name, " ", styled(row.event_status)) if row.event_id != previous_event else ""
-        table.add_row(event, Text(row.sector), *figures([row]))
+        table.add_row(event, Text(row.sector), *report_figures([row]))
         previous_event = row.event_id
     table.add_section()
-    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in figures(reports)))
-    return table
+    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in report_figures(reports)))
+    return WideOrStacked(table, lambda: stacked_report(reports))
+
+
+def stacked_report(reports: Sequence[SectorReport]) -> Group:
+    """The report for a narrow terminal: each event's name on a line, each sector's counts and revenue under it."""
+    lines: list[RenderableType] = [Text("Sales report (revenue: confirmed sales)", style="bold")]
+    previous_event = None
+    for row in reports:
+        if row.event_id != previous_event:
+            lines.append(Text.assemble(("\n" if previous_event is not None else "") + f"{row.event_id} ", (row.event_name, "bold"), " ",
+                                       styled(row.event_status)))
+            previous_event = row.event_id
+        lines.append(stacked_figures(Text(f"  {row.sector}"), report_figures([row])))
+    lines.append(stacked_figures(Text("\nTotal", style="bold"), report_figures(reports)))
+    return Group(*lines)
+
+
+def stacked_figures(label: Text, figures: list[str]) -> Text:
+    capacity, held, sold, free, full, half, revenue_full, revenue_half, revenue = figures
+    return Text.assemble(label, f": capacity {capacity} · held {held} · sold {sold} (full {full}, half {half}) · free {free}\n",
+                         "    revenue ", (revenue, "bold"), f" (full {revenue_full}, half {revenue_half})")
 
 
 def report_document(reports: Sequence[SectorReport]) -> list[dict[str, Any]]:

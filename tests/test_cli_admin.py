@@ -19,9 +19,12 @@ import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
 from procs import ROOT, PseudoTerminal
+from rich.console import Console
 
 from cli import main
 from client_core import NotFound, TicketClient
+from records import SectorReport
+from terminal.views import report_table
 
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("BILHETERIA_")}
 READING_FROM = r"Reading from (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:{port}\b"
@@ -264,3 +267,16 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
     assert dashboard.exitstatus == 0, screen
     assert "Traceback" not in screen
     assert "R$ 0,00" in screen and "Bachianas Brasileiras" in screen
+
+
+def test_the_report_at_80_columns_stacks_instead_of_losing_columns_or_cutting_money() -> None:
+    row = SectorReport(event_id=1, event_name="Noite de Abertura - Rock na Praia", event_status="on_sale", sector="Camarote VIP",
+                       price_cents=68000, capacity=50, available=46, held=0, sold=4, sold_full=4, sold_half=0,
+                       revenue_full_cents=272000, revenue_half_cents=0, sold_last_minute=0, half_limit=None)
+    for width in (80, 200):
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+        console.print(report_table([row]))
+        shown = console.export_text()
+        assert "Noite de Abertura - Rock na Praia" in shown and "Camarote VIP" in shown, shown
+        assert "R$ 2.720,00" in shown and "…" not in shown, shown
+        assert ("┃" in shown) == (width == 200), "the table is drawn whole only where it fits"
