@@ -29,19 +29,28 @@ from records import Event, LedgerEntry, Reservation, SeatMap, SectorReport, Serv
 from terminal.widgets import STATUS_STYLES, WideOrStacked, breakers_text, format_time, plural, reais, styled
 
 
-def events_table(events: Sequence[Event], title: str = "Events") -> Table:
+def events_table(events: Sequence[Event], title: str = "Events") -> WideOrStacked:
+    """A row per event where every cell fits on a line, else an event to a few lines (money never wraps or is cut)."""
     table = Table(title=title, header_style="bold", show_lines=True)
     for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors: left/total · price"):
         table.add_column(column, no_wrap=column in ("Id", "Starts", "Status"))
     for event in events:
-        sectors = Text("\n").join(
-            Text(f"{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
-                 style="dim" if sector.available == 0 else "")
-            for sector in event.sectors
-        )
         table.add_row(str(event.id), Text(event.name), Text(event.venue), format_time(event.starts_at, local=False),
-                      styled(event.status), sectors)
-    return table
+                      styled(event.status), sectors_text(event))
+    return WideOrStacked(table, lambda: Group(Text(title, style="bold"), *(stacked_event(event) for event in events)))
+
+
+def sectors_text(event: Event, indent: str = "") -> Text:
+    return Text("\n").join(
+        Text(f"{indent}{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
+             style="dim" if sector.available == 0 else "")
+        for sector in event.sectors
+    )
+
+
+def stacked_event(event: Event) -> Text:
+    return Text.assemble(f"\n{event.id} ", (event.name, "bold"), " ", styled(event.status), "\n",
+                         f"  {event.venue}, {format_time(event.starts_at, local=False)}\n", sectors_text(event, indent="  "))
 
 
 def reservation_view(reservation: Reservation) -> Table:
@@ -180,8 +189,10 @@ def _blank(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def reservations_table(reservations: Sequence[Reservation]) -> Table:
-    table = Table(title=f"Reservations ({len(reservations)})", header_style="bold")
+def reservations_table(reservations: Sequence[Reservation]) -> WideOrStacked:
+    """A row per reservation where every cell fits on a line, else a reservation to two lines."""
+    title = f"Reservations ({len(reservations)})"
+    table = Table(title=title, header_style="bold")
     for column in ("Code", "Event", "Sector", "Tickets", "Total", "Status", "Customer", "Created", "Hold expires"):
         table.add_column(column, justify="right" if column in ("Event", "Tickets", "Total") else "left",
                          no_wrap=column not in ("Sector", "Customer"))
@@ -189,7 +200,14 @@ def reservations_table(reservations: Sequence[Reservation]) -> Table:
         table.add_row(Text(r.code, style="cyan"), str(r.event_id), Text(r.sector), f"{r.quantity} {r.category}",
                       format_money(r.total_cents), styled(r.status), Text(f"{r.customer} <{r.email}>"), format_time(r.created_at),
                       format_time(r.expires_at))
-    return table
+    return WideOrStacked(table, lambda: Group(Text(title, style="bold"), *(stacked_reservation(r) for r in reservations)))
+
+
+def stacked_reservation(r: Reservation) -> Text:
+    expires = f" · hold expires {format_time(r.expires_at)}" if r.expires_at else ""
+    return Text.assemble((r.code, "cyan"), f" event {r.event_id} · {r.sector} · {r.quantity} {r.category} · ",
+                         (format_money(r.total_cents), "bold"), " · ", styled(r.status), "\n",
+                         f"  {r.customer} <{r.email}> · created {format_time(r.created_at)}{expires}")
 
 
 def show_refusal(console: Console, exc: ReservationError) -> None:

@@ -23,8 +23,8 @@ from rich.console import Console
 
 from cli import main
 from client_core import NotFound, TicketClient
-from records import SectorReport
-from terminal.views import report_table
+from records import Event, Reservation, Sector, SectorReport
+from terminal.views import events_table, report_table, reservations_table
 
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("BILHETERIA_")}
 READING_FROM = r"Reading from (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:{port}\b"
@@ -280,3 +280,16 @@ def test_the_report_at_80_columns_stacks_instead_of_losing_columns_or_cutting_mo
         assert "Noite de Abertura - Rock na Praia" in shown and "Camarote VIP" in shown, shown
         assert "R$ 2.720,00" in shown and "…" not in shown, shown
         assert ("┃" in shown) == (width == 200), "the table is drawn whole only where it fits"
+
+
+def test_events_and_reservations_at_80_columns_keep_every_field_and_whole_money() -> None:
+    event = Event(1, "Noite de Abertura - Rock na Praia", "Arena Copacabana, Rio de Janeiro", "2027-03-13T20:00:00-03:00", "on_sale",
+                  (Sector("Pista", 25000, 300, 300), Sector("Camarote VIP", 272000, 50, 46)))
+    held = Reservation("K7Q-2M9", 1, "Camarote VIP", 4, "Ana Souza", "ana@example.com", "full", 272000, 1088000, "held",
+                       "2027-03-01T10:00:00+00:00", "2027-03-01T10:10:00+00:00")
+    for renderable, wanted in ((events_table([event]), ("Arena Copacabana, Rio de Janeiro", "13/03/2027 20:00", "R$ 2.720,00")),
+                               (reservations_table([held]), ("K7Q-2M9", "Camarote VIP", "ana@example.com", "R$ 10.880,00"))):
+        console = Console(width=80, record=True, file=io.StringIO(), color_system=None)
+        console.print(renderable)
+        shown = console.export_text()
+        assert all(text in shown for text in wanted) and "…" not in shown, shown
