@@ -235,9 +235,16 @@ def test_admin_asks_the_token_once_says_where_it_lives_and_pauses_an_event(clust
         await pilot.press("escape", "a")
         await until_shown(pilot, "Admin: sales report")
         assert "Admin token" not in screen_text(app), "the token is asked once per session"
+        await until_shown(pilot, "Festa")
+        await pilot.press(*["down"] * 5, "d")
+        await until_shown(pilot, "Delete event 4?")
+        await pilot.press("y")
+        await until_notified(pilot, "Event 4 deleted.")
 
+    client.create_event(ADMIN_TOKEN, "Festa", "Praça", "2027-06-01T18:00:00-03:00", [("Pista", 5000, 100)])
     at_the_counter(client, clerk)
     assert client.get_event(1).status == "paused"
+    assert [event.id for event in client.list_events()] == [1, 2, 3], "the event was deleted after asking"
 
 
 def test_the_demos_own_terminal_is_handed_the_token(client) -> None:

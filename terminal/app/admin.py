@@ -25,7 +25,8 @@ from terminal.app.words import status_word
 class Admin(CounterScreen):
     """The report, one row per sector; the keys act on the event of the row the cursor is on."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [("escape", "back"), ("p", "pause"), ("u", "resume"), ("c", "cancel_event"), ("r", "reload")]
+    BINDINGS: ClassVar[list[BindingType]] = [("escape", "back"), ("p", "pause"), ("u", "resume"), ("c", "cancel_event"), ("d", "delete_event"),
+                                             ("r", "reload")]
 
     def compose(self) -> ComposeResult:
         yield Static(self.w("Admin: sales report"), classes="title")
@@ -36,7 +37,8 @@ class Admin(CounterScreen):
             table.add_column(label, key=key, width=width)
         yield table
         yield Note(id="problem", classes="error")
-        yield self.keys(("p", "pause"), ("u", "resume"), ("c", "cancel the event"), ("r", "reload"), ("Escape", "back"))
+        yield self.keys(("p", "pause"), ("u", "resume"), ("c", "cancel the event"), ("d", "delete it"), ("r", "reload"),
+                        ("Escape", "back"))
 
     def on_mount(self) -> None:
         if self.counter.admin_token:
@@ -115,3 +117,17 @@ class Admin(CounterScreen):
         self.app.push_screen(Confirm(question, self.w("Cancel the event")),
                              lambda yes: run_call(self, lambda: self.client.cancel_event(self.token, event_id)[0], self.changed,
                                                   self.refused) if yes else None)
+
+    def action_delete_event(self) -> None:
+        """Asks first, as cancelling does; the server deletes only an event that never took a reservation."""
+        event_id = self.chosen_event()
+        if event_id is None:
+            return
+        question = self.w("Delete event {id}? Only an event that never took a reservation can be deleted.", id=event_id)
+        self.app.push_screen(Confirm(question, self.w("Delete it")),
+                             lambda yes: run_call(self, lambda: self.client.delete_event(self.token, event_id),
+                                                  lambda _: self.deleted(event_id), self.refused) if yes else None)
+
+    def deleted(self, event_id: int) -> None:
+        self.app.notify(self.w("Event {id} deleted.", id=event_id))
+        self.action_reload()
