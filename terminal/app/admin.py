@@ -25,8 +25,9 @@ from terminal.app.words import status_word
 class Admin(CounterScreen):
     """The report, one row per sector; the keys act on the event of the row the cursor is on."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [("escape", "back"), ("p", "pause"), ("u", "resume"), ("c", "cancel_event"), ("d", "delete_event"),
-                                             ("r", "reload")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        ("escape", "back"), ("p", "pause"), ("u", "resume"), ("c", "cancel_event"), ("d", "delete_event"), ("r", "reload"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Static(self.w("Admin: sales report"), classes="title")
