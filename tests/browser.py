@@ -87,8 +87,9 @@ class Browser:
         self.send("Page.navigate", url=url)
 
     def shown(self, text: str) -> bool:
-        """Whether the page's terminal has been sent `text` (in one piece, as Textual sends a line of one style)."""
-        return bool(self.evaluate(f"window.__seen !== undefined && window.__seen.includes({json.dumps(text)})"))
+        """Whether the page's terminal has been sent `text`, colour and cursor codes aside (the canvas itself cannot be read)."""
+        plain = r"window.__seen.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')"
+        return bool(self.evaluate(f"window.__seen !== undefined && {plain}.includes({json.dumps(text)})"))
 
     def click(self, x: int, y: int) -> None:
         for kind in ("mousePressed", "mouseReleased"):

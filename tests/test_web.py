@@ -22,21 +22,30 @@ def test_a_sale_made_through_the_page_in_a_real_browser(cluster, tmp_path: Path)
     web = start("web", ["cli.py", "--name-server", cluster.name_server_address, "web", "--port", str(port)], ready="Serving the counter")
     try:
         with Browser(tmp_path / "profile") as browser:
+
+            def until_shown(text: str, timeout: float = 20) -> None:
+                """Until the page has been sent `text`; if never, the test fails with a screenshot of what the page shows."""
+                try:
+                    wait_until(lambda: browser.shown(text), timeout=timeout, what=repr(text))
+                except TimeoutError:
+                    browser.screenshot(tmp_path / "stuck.png")
+                    raise
+
             browser.open(f"http://127.0.0.1:{port}/")
-            wait_until(lambda: browser.shown("Stand-up: Noite de Estreia"), timeout=30, what="the catalogue in the page")
+            until_shown("Stand-up: Noite de Estreia", timeout=40)
             browser.click(400, 300)
             browser.press("down", "enter")
-            wait_until(lambda: browser.shown("Hold the tickets"), what="the order form")
+            until_shown("50 left")  # drawn once the form has put the cursor in its first field
             browser.press("enter")
             browser.type("Wanda Web")
-            wait_until(lambda: browser.shown("Wanda Web"), what="the name as typed")
+            until_shown("Wanda Web")
             browser.press("enter")
             browser.type("wanda@example.com")
-            wait_until(lambda: browser.shown("wanda@example.com"), what="the email as typed")
+            until_shown("wanda@example.com")
             browser.press("ctrl+s")
-            wait_until(lambda: browser.shown("left to pay"), what="the hold")
+            until_shown("left to pay")
             browser.press("enter")
-            wait_until(lambda: browser.shown("Paid. Code"), what="the ticket")
+            until_shown("Paid. Code")
             browser.screenshot(tmp_path / "ticket.png")
     finally:
         web.stop()
