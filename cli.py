@@ -1,11 +1,11 @@
-"""The box office at the counter: a menu for clerks, subcommands for scripts, a swarm of terminals that
-proves nothing is sold twice, and a one-command demo that starts the whole system.
+"""The box office at the counter: an app for clerks (in a terminal or a browser), subcommands for scripts, a swarm
+of terminals that proves nothing is sold twice, and a one-command demo that starts the whole system.
 
 This file is the terminal's door: what the user typed (the parser), the commands for scripts and their exit
 codes, and `main`, which dispatches. Its parts are in terminal/: how what is typed is read (inputs.py), the
 settings every command reads (config.py), how answers look (views.py and the pieces in widgets.py), the clerk's
-menu (menu.py) and the live views (dashboard.py, watch.py). `demo`, `swarm` and `tour` are tools: they run as
-programs of their own (`python -m tools.demo`, ...), so the product imports no tool.
+counter app (app/, loaded only when it is shown) and the live views (dashboard.py, watch.py). `demo`, `swarm` and
+`tour` are tools: they run as programs of their own (`python -m tools.demo`, ...), so the product imports no tool.
 
 The terminal is presentation only. Every rule (prices, limits, what a valid email is, whether a hold can still
 be confirmed) lives on the server: the terminal parses what was typed, calls `TicketClient` and shows the
@@ -41,8 +41,8 @@ from net.tls import TLSConfigError, client_context, server_context
 from records import Event, LedgerEntry
 from seating import MAX_ROWS, MAX_SEATS_PER_ROW, SeatError, parse_selection
 from terminal import views
+from terminal.app.i18n import LANGUAGES, choose_language
 from terminal.config import CAFILE_ENV, DEFAULT_NAME_SERVER, DEFAULT_TIMEOUT_SECONDS, ConfigError, TerminalConfig, terminal_config
-from terminal.console import PromptConsole
 from terminal.dashboard import Dashboard
 from terminal.inputs import (
     TOKEN_ENV,
@@ -55,7 +55,6 @@ from terminal.inputs import (
     positive_int,
     positive_seconds,
 )
-from terminal.menu import Menu
 from terminal.watch import EventWatch
 from terminal.widgets import plural
 
@@ -357,10 +356,11 @@ def add_connection_options(parser: argparse.ArgumentParser, suppress: bool) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py",
-        description="bilheteria terminal: without a command, an interactive box office menu.",
+        description="bilheteria terminal: without a command, the interactive counter app.",
         epilog="Exit codes: 0 ok, 1 refused, 2 usage, 3 unavailable, 4 swarm inconsistency, 130 interrupted.",
     )
     add_connection_options(parser, suppress=False)
+    parser.add_argument("--lang", choices=LANGUAGES, help="the counter app's language (default: from LC_ALL, LC_MESSAGES or LANG; else en)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -403,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = swarm.add_mutually_exclusive_group()
     mode.add_argument("--confirm", dest="confirm", action="store_true", default=True, help="buy (default)")
     mode.add_argument("--hold", dest="confirm", action="store_false", help="only hold the tickets")
-    demo = commands.add_parser("demo", help="start name servers and ticket servers here, then the menu",
-                               description="Start name servers and ticket servers as child processes, then the menu.")
+    demo = commands.add_parser("demo", help="start name servers and ticket servers here, then the counter app",
+                               description="Start name servers and ticket servers as child processes, then the counter app.")
     demo.add_argument("--data", default="data", help="directory for tickets.db, its admin token and the logs (default ./data)")
     demo.add_argument("--replicas", "--servers", dest="server_count", type=argument(positive_int), default=2, metavar="N",
                       help="ticket servers to start (default 2)")
@@ -418,9 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--insecure", action="store_true",
                       help="the open setup: plain text, and name servers that accept anyone's registrations "
                            "(default: a throwaway CA, TLS on every hop, and a registration key, in --data)")
-    demo.add_argument("--no-interactive", action="store_true", help="no menu: run until Ctrl-C or SIGTERM")
+    demo.add_argument("--no-interactive", action="store_true", help="no counter app: run until Ctrl-C or SIGTERM")
     demo.add_argument("--postgres", action="store_true",
                       help="share a throwaway PostgreSQL (from this machine's binaries) instead of data/tickets.db")
+    web = command("web", "serve the counter app to browsers (textual-serve), one session per tab")
+    web.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
+    web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
     tour = commands.add_parser("tour", help="a guided tour of the distributed-systems ideas, shown live",
                                description="Start a small cluster of its own and walk through each idea, checking every claim.")
     tour.add_argument("--auto", action="store_true", help="run straight through without pausing (for recordings and tests)")
@@ -528,7 +531,9 @@ def configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Term
     """Check what argparse cannot check alone and build the one TerminalConfig every command reads; a bad value
     (a flag or the environment) exits 2 with one line saying which. The tools that cli.py runs call this too."""
     if args.command is None and args.json:
-        parser.error("--json needs a command; the interactive menu is for people")
+        parser.error("--json needs a command; the counter app is for people")
+    if args.command == "web" and args.json:
+        parser.error("web serves the counter app to people; --json does not apply")
     if args.command in ("demo", "tour") and (args.json or args.servers or args.name_servers):
         parser.error(f"{args.command} starts its own {'name server' if args.command == 'demo' else 'cluster'}; "
                      f"--name-server, --server and --json do not apply")
@@ -576,13 +581,20 @@ def main(argv: list[str] | None = None) -> int:
     config = configure(parser, args)
     if args.command in TOOLS:
         return run_tool(args.command, argv)
-    out = PromptConsole(highlight=False, soft_wrap=True)
+    if args.command == "web":
+        from terminal.app.web import serve  # Textual is loaded only by the commands that show the app
+
+        serve(config, choose_language(args.lang), args.host, args.port)
+        return EXIT_OK
+    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     client = open_client(parser, config)
     try:
         with client:
             if args.command is None:
-                Menu(client, out, admin_token=config.token).run()
+                from terminal.app.run import run_counter  # Textual is loaded only by the commands that show the app
+
+                run_counter(client, args.lang, admin_token=config.token)
                 return EXIT_OK
             if command_name(args) == "admin dashboard":
                 return show_dashboard(client, config, args, out, err)

@@ -1,2 +1,3 @@
 """The clerk's and the manager's screens behind cli.py: what is typed (inputs), the settings (config), the
-answers (views, widgets), the console that prompts (console), the menu, the dashboard and the live watch."""
+answers (views, widgets), the console that prompts (console, for the tour), the counter app (app/), the
+dashboard and the live watch."""

@@ -2,7 +2,7 @@
 that work on one laptop.
 
 cli.py's global options (where to find the box office, how long to wait, TLS, JSON, the admin token) are
-resolved here into one frozen `TerminalConfig` before anything runs, so a command, the menu or a tool that
+resolved here into one frozen `TerminalConfig` before anything runs, so a command, the counter app or a tool that
 cli.py starts reads settings from it and never from argparse's Namespace or the environment again. A bad
 value in the environment is refused the way a bad flag is: one line naming it, and exit 2.
 """

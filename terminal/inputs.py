@@ -1,8 +1,8 @@
 """Every reading of what a user types, in one place: HOST:PORT lists, whole numbers and seconds, `SECTOR=N`,
 half-price limits, `Name:price:capacity` sectors, and where the admin token comes from.
 
-The script commands (cli.py, through argparse) and the clerk's menu (menu.py) read the same things, so they
-read them with the same functions and refuse the same typing with the same sentence. Each parser raises
+The script commands (cli.py, through argparse) and the tools read the same things, so they read them with the
+same functions and refuse the same typing with the same sentence. Each parser raises
 `ValueError` with a message a user can act on; `argument` turns that into argparse's usage error (exit 2).
 Whether a value is acceptable to the box office (a capacity below what was sold, a price) is the server's call.
 """

@@ -1,9 +1,9 @@
 """How the terminal's answers look: tables, panels and JSON for events, reservations, status, reports, the
 ledger and seat maps, and the one way a refusal or an outage is shown.
 
-It exists so that the two faces of the terminal, the commands for scripts in cli.py and the clerk's menu
-in menu.py, show the same answer the same way: a reservation looks alike whether it was bought with
-`cli.py reserve` or at the counter. Nothing here calls the server or decides anything; every function takes
+It exists so that every command for scripts in cli.py (and the live dashboard and watch) shows the same answer
+the same way; the counter app (app/) draws its own screens with Textual, in the clerk's language. Nothing here
+calls the server or decides anything; every function takes
 what the server answered and returns something to print. What the user types is read in inputs.py, and the
 small pieces every screen shares (styles, times, the breakers line) are in widgets.py.
 """
@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -27,22 +26,31 @@ import seating
 from client_core import TicketClient
 from errors import ReservationError, Unavailable
 from records import Event, LedgerEntry, Reservation, SeatMap, SectorReport, ServerStatus, WaitlistEntry, format_money
-from terminal.widgets import STATUS_STYLES, breakers_text, format_time, plural, reais, styled
+from terminal.widgets import STATUS_STYLES, WideOrStacked, breakers_text, format_time, plural, reais, styled
 
 
-def events_table(events: Sequence[Event], title: str = "Events") -> Table:
+def events_table(events: Sequence[Event], title: str = "Events") -> WideOrStacked:
+    """A row per event where every cell fits on a line, else an event to a few lines (money never wraps or is cut)."""
     table = Table(title=title, header_style="bold", show_lines=True)
     for column in ("Id", "Event", "Venue", "Starts", "Status", "Sectors: left/total · price"):
         table.add_column(column, no_wrap=column in ("Id", "Starts", "Status"))
     for event in events:
-        sectors = Text("\n").join(
-            Text(f"{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
-                 style="dim" if sector.available == 0 else "")
-            for sector in event.sectors
-        )
         table.add_row(str(event.id), Text(event.name), Text(event.venue), format_time(event.starts_at, local=False),
-                      styled(event.status), sectors)
-    return table
+                      styled(event.status), sectors_text(event))
+    return WideOrStacked(table, lambda: Group(Text(title, style="bold"), *(stacked_event(event) for event in events)))
+
+
+def sectors_text(event: Event, indent: str = "") -> Text:
+    return Text("\n").join(
+        Text(f"{indent}{sector.name}: {sector.available}/{sector.capacity} · {format_money(sector.price_cents)}",
+             style="dim" if sector.available == 0 else "")
+        for sector in event.sectors
+    )
+
+
+def stacked_event(event: Event) -> Text:
+    return Text.assemble(f"\n{event.id} ", (event.name, "bold"), " ", styled(event.status), "\n",
+                         f"  {event.venue}, {format_time(event.starts_at, local=False)}\n", sectors_text(event, indent="  "))
 
 
 def reservation_view(reservation: Reservation) -> Table:
@@ -95,26 +103,48 @@ REPORT_COLUMNS = ("Cap.", "Held", "Sold", "Free", "Full", "Half", "Rev. full", "
 """Short headers: the table must stay readable in a 120-column terminal (Full/Half: tickets sold at each price)."""
 
 
-def report_table(reports: Sequence[SectorReport]) -> Table:
+def report_figures(rows: Sequence[SectorReport]) -> list[str]:
+    """Capacity, held, sold, free, sold full, sold half, then revenue full, half and total: of one row or summed."""
+    counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
+    money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
+    return [str(count) for count in counts] + [format_money(cents) for cents in money]
+
+
+def report_table(reports: Sequence[SectorReport]) -> WideOrStacked:
+    """One row per sector when the terminal is wide enough for every column, else a few lines per sector."""
     table = Table(title="Sales report (revenue: confirmed sales)", header_style="bold")
     table.add_column("Event", min_width=18, ratio=1)
     table.add_column("Sector", min_width=8)
     for column in REPORT_COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
-
-    def figures(rows: Sequence[SectorReport]) -> list[str]:
-        counts = [sum(getattr(r, field) for r in rows) for field in ("capacity", "held", "sold", "available", "sold_full", "sold_half")]
-        money = [sum(getattr(r, field) for r in rows) for field in ("revenue_full_cents", "revenue_half_cents", "revenue_cents")]
-        return [str(count) for count in counts] + [format_money(cents) for cents in money]
-
     previous_event = None
     for row in reports:
         event = Text.assemble(f"{row.event_id} ", row.event_name, " ", styled(row.event_status)) if row.event_id != previous_event else ""
-        table.add_row(event, Text(row.sector), *figures([row]))
+        table.add_row(event, Text(row.sector), *report_figures([row]))
         previous_event = row.event_id
     table.add_section()
-    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in figures(reports)))
-    return table
+    table.add_row(Text("Total", style="bold"), "", *(Text(value, style="bold") for value in report_figures(reports)))
+    return WideOrStacked(table, lambda: stacked_report(reports))
+
+
+def stacked_report(reports: Sequence[SectorReport]) -> Group:
+    """The report for a narrow terminal: each event's name on a line, each sector's counts and revenue under it."""
+    lines: list[RenderableType] = [Text("Sales report (revenue: confirmed sales)", style="bold")]
+    previous_event = None
+    for row in reports:
+        if row.event_id != previous_event:
+            lines.append(Text.assemble(("\n" if previous_event is not None else "") + f"{row.event_id} ", (row.event_name, "bold"), " ",
+                                       styled(row.event_status)))
+            previous_event = row.event_id
+        lines.append(stacked_figures(Text(f"  {row.sector}"), report_figures([row])))
+    lines.append(stacked_figures(Text("\nTotal", style="bold"), report_figures(reports)))
+    return Group(*lines)
+
+
+def stacked_figures(label: Text, figures: list[str]) -> Text:
+    capacity, held, sold, free, full, half, revenue_full, revenue_half, revenue = figures
+    return Text.assemble(label, f": capacity {capacity} · held {held} · sold {sold} (full {full}, half {half}) · free {free}\n",
+                         "    revenue ", (revenue, "bold"), f" (full {revenue_full}, half {revenue_half})")
 
 
 def report_document(reports: Sequence[SectorReport]) -> list[dict[str, Any]]:
@@ -159,8 +189,10 @@ def _blank(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def reservations_table(reservations: Sequence[Reservation]) -> Table:
-    table = Table(title=f"Reservations ({len(reservations)})", header_style="bold")
+def reservations_table(reservations: Sequence[Reservation]) -> WideOrStacked:
+    """A row per reservation where every cell fits on a line, else a reservation to two lines."""
+    title = f"Reservations ({len(reservations)})"
+    table = Table(title=title, header_style="bold")
     for column in ("Code", "Event", "Sector", "Tickets", "Total", "Status", "Customer", "Created", "Hold expires"):
         table.add_column(column, justify="right" if column in ("Event", "Tickets", "Total") else "left",
                          no_wrap=column not in ("Sector", "Customer"))
@@ -168,7 +200,14 @@ def reservations_table(reservations: Sequence[Reservation]) -> Table:
         table.add_row(Text(r.code, style="cyan"), str(r.event_id), Text(r.sector), f"{r.quantity} {r.category}",
                       format_money(r.total_cents), styled(r.status), Text(f"{r.customer} <{r.email}>"), format_time(r.created_at),
                       format_time(r.expires_at))
-    return table
+    return WideOrStacked(table, lambda: Group(Text(title, style="bold"), *(stacked_reservation(r) for r in reservations)))
+
+
+def stacked_reservation(r: Reservation) -> Text:
+    expires = f" · hold expires {format_time(r.expires_at)}" if r.expires_at else ""
+    return Text.assemble((r.code, "cyan"), f" event {r.event_id} · {r.sector} · {r.quantity} {r.category} · ",
+                         (format_money(r.total_cents), "bold"), " · ", styled(r.status), "\n",
+                         f"  {r.customer} <{r.email}> · created {format_time(r.created_at)}{expires}")
 
 
 def show_refusal(console: Console, exc: ReservationError) -> None:
@@ -294,28 +333,6 @@ def seat_map_document(seat_map: SeatMap) -> dict[str, Any]:
             "held_seats": taken["held"], "sold_seats": taken["sold"]}
 
 
-def tickets_text(quantity: int, seats: Sequence[str]) -> str:
-    """`seats A1 A2` when they are numbered, `2 tickets` when not."""
-    return f"seats {' '.join(seats)}" if seats else plural(quantity, "ticket")
-
-
-def hold_clock(expires_at: str | None, now: datetime | None = None) -> Text:
-    """The line a clerk watches while the customer pays: time left on the hold by the terminal's clock, and when it ends."""
-    if not expires_at:
-        return Text("")
-    try:
-        ends = datetime.fromisoformat(expires_at)
-    except ValueError:
-        return Text(f"Hold ends at {expires_at}")
-    left = int((ends - (now or datetime.now(ends.tzinfo))).total_seconds())
-    if left <= 0:
-        return Text(f"Hold ended at {format_time(expires_at)}: the seats may be back on sale", style="bold red")
-    hours, rest = divmod(left, 3600)
-    clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-    return Text.assemble(("Hold: ", "bold"), (f"{clock} left to pay", "bold red" if left < 60 else "bold yellow"),
-                         f" (ends at {format_time(expires_at)})")
-
-
 def ticket_view(reservation: Reservation) -> Panel:
     """What the customer walks away with: the reservation, seats included, framed."""
     title = "Ticket" if reservation.status == "confirmed" else f"Reservation ({reservation.status})"
@@ -345,13 +362,3 @@ def waitlist_entry_view(entry: WaitlistEntry) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
-
-
-def offer_panel(entry: WaitlistEntry, seats: Sequence[str] = ()) -> Panel:
-    """The pop-up for an offer: which entry, what is held under which code, until when, and what to do."""
-    body = Text.assemble(
-        f"Waitlist entry {entry.id} ({entry.customer}): ", (tickets_text(entry.quantity, seats), "bold"), f" in {entry.sector}",
-        " are held as ", (entry.code or "?", "bold cyan"), " until ", (format_time(entry.offer_expires_at), "bold"), ".\n",
-        "Confirm it (menu 3) with that code and the customer's email before then, or the next in line gets it.",
-    )
-    return Panel(body, title="Waitlist offer", border_style="bold green", expand=False)

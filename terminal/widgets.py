@@ -1,16 +1,20 @@
 """The small pieces every screen of the terminal is built from: a status in its colour, a time for a human,
 a count with its noun, the breakers line, the cells of a bar, money as a spreadsheet reads it.
 
-They live apart from the screens (views, menu, dashboard, watch) so that each screen imports its pieces from
+They live apart from the screens (views, dashboard, watch) so that each screen imports its pieces from
 here instead of from another screen: the dashboard and the status view show the breakers the same way
 because they draw them with the same function, and no screen depends on another to get it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
 
 STATUS_STYLES = {
@@ -81,3 +85,22 @@ def reais(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     whole, fraction = divmod(abs(cents), 100)
     return f"{sign}{whole}.{fraction:02d}"
+
+
+@dataclass(frozen=True)
+class WideOrStacked:
+    """A table drawn whole when every cell fits on one line, else the same facts stacked a record to a few lines: a
+    narrow terminal (or a pipe at 80 columns) loses no column and cuts no money."""
+
+    wide: Table
+    stacked: Callable[[], RenderableType]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        yield self.wide if self.unwrapped_width(console, options) <= options.max_width else self.stacked()
+
+    def unwrapped_width(self, console: Console, options: ConsoleOptions) -> int:
+        """Columns the table needs with no cell wrapped or cut: its widest cells, their padding and the rules between."""
+        columns = self.wide.columns
+        widest = [max((Measurement.get(console, options, cell).maximum for cell in (column.header, *column.cells)), default=0)
+                  for column in columns]
+        return sum(widest) + 2 * len(columns) + len(columns) + 1

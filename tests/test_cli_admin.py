@@ -1,6 +1,6 @@
-"""The administrator's terminal as it is used: `cli.py admin ...` from scripts (tables, JSON, CSV), the live
-dashboard in a pseudo-terminal while servers die, and the menu's admin sub-menu. Real name server and ticket
-servers; every state is checked through client_core, never through the CLI's own word."""
+"""The administrator's terminal as it is used: `cli.py admin ...` from scripts (tables, JSON, CSV) and the live
+dashboard in a pseudo-terminal while servers die (the counter app's admin screen is tests/test_app.py's). Real
+name server and ticket servers; every state is checked through client_core, never through the CLI's own word."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,12 @@ import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
 from procs import ROOT, PseudoTerminal
+from rich.console import Console
 
 from cli import main
 from client_core import NotFound, TicketClient
+from records import Event, Reservation, Sector, SectorReport
+from terminal.views import events_table, report_table, reservations_table
 
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("BILHETERIA_")}
 READING_FROM = r"Reading from (?:\x1b\[[0-9;]*m)*127\.0\.0\.1:{port}\b"
@@ -267,47 +269,27 @@ def test_dashboard_keeps_rendering_while_servers_die_and_return(cluster) -> None
     assert "R$ 0,00" in screen and "Bachianas Brasileiras" in screen
 
 
-def test_admin_sub_menu_through_a_pseudo_terminal(cluster) -> None:
-    with PseudoTerminal(["cli.py", "--name-server", cluster.name_server_address], {**CLEAN_ENV, "TERM": "xterm"}) as pty:
-        menu = pty.child
-        for prompt, answer in (("Choose", "7"), ("Admin token", "not-the-token")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Forbidden")
-        for prompt, answer in (("Choose", "7"), ("Admin token", ADMIN_TOKEN), ("Admin action", "1"), ("Event name", "Forró na Praça"),
-                               ("Venue", "Praça XV"), ("Starts at", "2027-06-24T19:00:00-03:00"), ("Sectors", "Pista:4000:200")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Event created")
-        for prompt, answer in (("Admin action", "4"), ("Event id", "4")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect("Sales paused")
-        menu.expect("Admin action")
-        menu.sendline("9")
-        menu.expect("Sales report")
-        menu.expect("Total")
-        for prompt, answer in (("Admin action", "b"), ("Choose", "7")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        assert menu.expect(["Admin token", "Admin action"]) == 1, "the token is asked once per session"
-        for port in list(cluster.servers):  # the token is rotated: only a server with a new one is left
-            cluster.servers[port].kill()
-        cluster.start_server(None, "--admin-token", "rotated-token")
-        menu.sendline("9")
-        menu.expect("Forbidden")
-        for prompt, answer in (("Choose", "7"), ("Admin token", "rotated-token"), ("Admin action", "b"), ("Choose", "q")):
-            menu.expect(prompt)
-            menu.sendline(answer)
-        menu.expect(pexpect.EOF)
-    screen = pty.screen
-    assert menu.exitstatus == 0, screen
-    assert "Traceback" not in screen and not any(token in screen for token in (ADMIN_TOKEN, "not-the-token", "rotated-token"))
-    assert screen.count("Admin token") == 3
-    report = screen[screen.index("Sales report"):]
-    assert re.search(r"4 Forró na Praça\s+paused\s+│ Pista\s+│\s+200 │\s+0 │\s+0 │\s+200 │", report), report
-    with TicketClient([cluster.name_server_address]) as client:
-        event = client.get_event(4)
-    assert (event.name, event.venue, event.status) == ("Forró na Praça", "Praça XV", "paused")
-    assert [asdict(sector) for sector in event.sectors] == [
-        {"name": "Pista", "price_cents": 4000, "capacity": 200, "available": 200, "half_limit": None, "rows": 0, "seats_per_row": 0}]
+def test_the_report_at_80_columns_stacks_instead_of_losing_columns_or_cutting_money() -> None:
+    row = SectorReport(event_id=1, event_name="Noite de Abertura - Rock na Praia", event_status="on_sale", sector="Camarote VIP",
+                       price_cents=68000, capacity=50, available=46, held=0, sold=4, sold_full=4, sold_half=0,
+                       revenue_full_cents=272000, revenue_half_cents=0, sold_last_minute=0, half_limit=None)
+    for width in (80, 200):
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+        console.print(report_table([row]))
+        shown = console.export_text()
+        assert "Noite de Abertura - Rock na Praia" in shown and "Camarote VIP" in shown, shown
+        assert "R$ 2.720,00" in shown and "…" not in shown, shown
+        assert ("┃" in shown) == (width == 200), "the table is drawn whole only where it fits"
+
+
+def test_events_and_reservations_at_80_columns_keep_every_field_and_whole_money() -> None:
+    event = Event(1, "Noite de Abertura - Rock na Praia", "Arena Copacabana, Rio de Janeiro", "2027-03-13T20:00:00-03:00", "on_sale",
+                  (Sector("Pista", 25000, 300, 300), Sector("Camarote VIP", 272000, 50, 46)))
+    held = Reservation("K7Q-2M9", 1, "Camarote VIP", 4, "Ana Souza", "ana@example.com", "full", 272000, 1088000, "held",
+                       "2027-03-01T10:00:00+00:00", "2027-03-01T10:10:00+00:00")
+    for renderable, wanted in ((events_table([event]), ("Arena Copacabana, Rio de Janeiro", "13/03/2027 20:00", "R$ 2.720,00")),
+                               (reservations_table([held]), ("K7Q-2M9", "Camarote VIP", "ana@example.com", "R$ 10.880,00"))):
+        console = Console(width=80, record=True, file=io.StringIO(), color_system=None)
+        console.print(renderable)
+        shown = console.export_text()
+        assert all(text in shown for text in wanted) and "…" not in shown, shown

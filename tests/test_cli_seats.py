@@ -1,6 +1,7 @@
-"""Seats, holds and the waitlist at the terminal: the seat map as drawn (80 columns for a 20 x 30 room), what a
-clerk types, the payment step with its ticking clock, the waitlist offer popping up above the prompt, and
-`watch` following another terminal's sale. Views are checked directly; everything else against real servers."""
+"""Seats, holds and the waitlist at the terminal's script commands: the seat map as drawn (80 columns for a 20 x 30
+room), typed selections, the waitlist from join to offer to confirm, the prompt console's announcements, and
+`watch` following another terminal's sale. Views are checked directly; everything else against real servers.
+The counter app's own seat map, clock and offers are tests/test_app.py's."""
 
 from __future__ import annotations
 
@@ -10,23 +11,22 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pexpect
 import pytest
 from conftest import ADMIN_TOKEN
-from procs import PseudoTerminal
+from procs import PseudoTerminal, wait_until
 from rich.console import Console
 from rich.text import Text
-from test_cli import CLEAN_ENV, CODE
+from test_cli import CLEAN_ENV
 
 from cli import main
 from client_core import TicketClient
 from records import AvailabilityUpdate, Event, SeatMap, Sector
 from seating import label
 from terminal.console import PromptConsole
-from terminal.views import hold_clock, seat_map_document, seat_map_view
+from terminal.views import seat_map_document, seat_map_view
 from terminal.watch import EventWatch
 
 ROW_LINE = re.compile(r"^([A-Z]) (.*) \1\r?$")
@@ -92,13 +92,6 @@ def test_the_map_as_a_document_names_the_taken_seats() -> None:
     document = seat_map_document(seat_map(2, 3, held=("A2",), sold=("B1", "B3")))
     assert (document["free"], document["held"], document["sold"]) == (3, 1, 2)
     assert (document["held_seats"], document["sold_seats"], document["states"]) == (["A2"], ["B1", "B3"], ".h.s.s")
-
-
-def test_the_hold_clock_counts_down_to_expires_at() -> None:
-    now = datetime(2027, 5, 1, 20, 0, 0, tzinfo=UTC)
-    assert "9:58 left to pay" in hold_clock((now + timedelta(seconds=598)).isoformat(), now).plain
-    assert "0:05 left to pay" in hold_clock((now + timedelta(seconds=5)).isoformat(), now).plain
-    assert "Hold ended" in hold_clock((now - timedelta(seconds=1)).isoformat(), now).plain
 
 
 class Keyboard:
@@ -224,12 +217,6 @@ def screen_until(pty: PseudoTerminal, wanted: Callable[[str], Any], what: str, t
             continue
 
 
-def answer(child: pexpect.spawn, *steps: tuple[str, str]) -> None:
-    for prompt, reply in steps:
-        child.expect(prompt)
-        child.sendline(reply)
-
-
 def test_seats_draws_the_servers_map_in_80_columns(cluster, script: Script) -> None:
     event_id = seated_event(cluster, 20, 30)
     code, sold = script("reserve", str(event_id), "--sector", "Plateia", "--seats", "A1 A2", "--confirm", *ANA)
@@ -271,59 +258,17 @@ def test_typed_selections_reach_the_server_and_bad_ones_never_leave_the_terminal
     assert sorted(document["held_seats"]) == sorted(["A1", "A2", *best["seats"]])
 
 
-def test_the_menu_sells_typed_seats_with_a_ticking_clock_and_a_payment_step(cluster) -> None:
-    event_id = seated_event(cluster, 20, 30)
-    with terminal(cluster) as pty:
-        child = pty.child
-        answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", "C5-C99"))
-        child.expect("there is no seat C99: rows A-T, seats 1-30")
-        answer(child, ("Seats, like", "C5-C8"), ("Name", "Ana Souza"), ("Email", "ana@example.com"), ("Category", "full"))
-        child.expect(r"(\d+:\d\d) left to pay")
-        shown = {child.match.group(1)}
-        child.expect(r"Confirm now.*\[y/n\]")
-        while len(shown) < 2:
-            child.expect(r"(\d+:\d\d) left to pay", timeout=5)
-            shown.add(child.match.group(1))
-        child.sendline("y")
-        answer(child, ("Payment reference", "SLIP-0042"))
-        child.expect("Ticket")
-        child.expect("Choose")
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    screen = pty.screen
-    assert child.exitstatus == 0 and "Traceback" not in screen, screen
-    assert "C5 C6 C7 C8" in screen and drawn_seats(screen)["C5"] == "yours"
-    code = re.search(rf"Ticket ({CODE.pattern})", screen)[1]
-    with TicketClient([cluster.name_server_address]) as client:
-        reservation = client.get_reservation(code, "ana@example.com")
-    assert (reservation.status, reservation.seats) == ("confirmed", ("C5", "C6", "C7", "C8"))
-
-
-def test_sold_out_offers_the_waitlist_and_the_offer_pops_up_above_the_prompt(cluster, script: Script) -> None:
+def test_the_waitlist_from_join_to_offer_to_confirm_through_the_script_commands(cluster, script: Script) -> None:
     event_id = seated_event(cluster, 1, 2)
     with TicketClient([cluster.name_server_address]) as client:
         hold = client.reserve(event_id, 2, "Bia", "bia@example.com", sector="Plateia")
-        with terminal(cluster) as pty:
-            child = pty.child
-            answer(child, ("Choose", "2"), ("Event id", str(event_id)), ("Seats, like", ""), ("Quantity", "2"), ("Name", "Ana Souza"),
-                   ("Email", "ana@example.com"), ("Category", "full"))
-            child.expect("SoldOut")
-            answer(child, ("Join the waitlist", "y"))
-            child.expect("Check it any time with menu 9")
-            entry_id = re.findall(r"Waitlist entry\s+(\d+)", pty.screen)[-1]
-            child.expect("Choose")
-            client.cancel(hold.code, "bia@example.com")
-            child.expect("Waitlist offer")
-            offer = screen_until(pty, lambda screen: re.search(rf"held as ({CODE.pattern})", screen), "the offer's code")
-            child.expect("Choose")
-            answer(child, ("", "9"), ("Waitlist entry number", entry_id), ("Email", "ana@example.com"))
-            child.expect("offered")
-            answer(child, ("Choose", "q"))
-            child.expect(pexpect.EOF)
-        screen = pty.screen
-        assert child.exitstatus == 0 and "Traceback" not in screen, screen
-        assert "A1 A2" in screen.split("Waitlist offer")[-1], screen
-        offered = offer[1]
+    code, waiting = script("waitlist", "join", str(event_id), "2", "Ana Souza", "ana@example.com", "--sector", "Plateia")
+    assert (code, waiting["status"], waiting["position"]) == (0, "waiting", 1), waiting
+    entry_id = str(waiting["id"])
+    code, _ = script("cancel", hold.code, "--email", "bia@example.com")
+    assert code == 0
+    offered = wait_until(lambda: script("waitlist", "show", entry_id, "ana@example.com")[1]["code"], what="the offer")
+    with TicketClient([cluster.name_server_address]) as client:
         assert client.get_reservation(offered, "ana@example.com").seats == ("A1", "A2")
 
     code, shown = script("waitlist", "show", entry_id, "ana@example.com")

@@ -1,8 +1,9 @@
-"""`python cli.py demo`: a whole box office on this machine, then the clerk's menu (or a wait for Ctrl-C).
+"""`python cli.py demo`: a whole box office on this machine, then the clerk's counter app (or a wait for Ctrl-C).
 
 cli.py starts this as `python -m tools.demo` with its own arguments (read by cli.py's parser, so the two never
 disagree) and passes on the SIGINT or SIGTERM it gets; whichever way the demo ends, its name servers and ticket
-servers are stopped before it exits. The interactive terminal it opens is the product's own menu.
+servers are stopped before it exits. The interactive terminal it opens is the product's own counter app, handed
+the demo's admin token; quitting it is what stops the demo, and it says so before asking.
 Exit codes are cli.py's: 0 stopped cleanly, 3 the demo could not start.
 
 The demo is the secure setup unless told otherwise: a throwaway CA and a certificate it signed (tools/pki.py, in
@@ -27,10 +28,9 @@ from rich.text import Text
 import cli
 from client_core import TicketClient
 from net.tls import TLSFiles
+from terminal.app.run import run_counter
 from terminal.config import TerminalConfig
-from terminal.console import PromptConsole
 from terminal.inputs import TOKEN_ENV
-from terminal.menu import Menu
 from tools.harness import LaunchError, stop_on_signals
 from tools.launcher import LocalCluster
 from tools.pgcluster import PgCluster, PostgresUnavailable
@@ -50,9 +50,9 @@ def credentials(args: argparse.Namespace, config: TerminalConfig) -> tuple[TLSFi
     return files, make_registration_key(data / REGISTRATION_KEY_FILE)
 
 
-def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console, database: str = "",
+def run_demo(args: argparse.Namespace, config: TerminalConfig, out: Console, err: Console, database: str = "",
              server_args: Sequence[str] = ()) -> int:
-    """Start a local cluster, then the menu or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
+    """Start a local cluster, then the counter app or a wait for Ctrl-C/SIGTERM; stop it however we leave."""
     try:
         files, key = credentials(args, config)
     except LaunchError as exc:
@@ -72,7 +72,8 @@ def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsol
             while True:
                 signal.pause()
         with TicketClient(cluster.name_server_addresses, timeout=config.timeout, cafile=cluster.cafile) as client:
-            Menu(client, out, admin_token=config.token).run()
+            run_counter(client, args.lang, admin_token=config.token or demo_token(cluster, args),
+                        demo_processes=len(cluster.children()))
             return cli.EXIT_OK
     except LaunchError as exc:
         err.print(Text.assemble(("Demo failed: ", "bold red"), str(exc)))
@@ -87,7 +88,7 @@ def run_demo(args: argparse.Namespace, config: TerminalConfig, out: PromptConsol
             out.print("Demo stopped.")
 
 
-def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: PromptConsole, err: Console) -> int:
+def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: Console, err: Console) -> int:
     """The demo on a throwaway PostgreSQL (pgcluster.py) instead of data/tickets.db; it is deleted when the demo stops.
     The servers share a token written beside the logs, since a database URL has no file to keep one beside."""
     try:
@@ -106,6 +107,16 @@ def run_demo_on_postgres(args: argparse.Namespace, config: TerminalConfig, out: 
         return run_demo(args, config, out, err, database, ("--admin-token", token_file.read_text().strip()))
     finally:
         postgres.destroy()
+
+
+def demo_token(cluster: LocalCluster, args: argparse.Namespace) -> str | None:
+    """The token the demo's servers were started with, read from the file they keep it in."""
+    postgres = str(cluster.db).startswith("postgresql://")
+    path = Path(args.data) / POSTGRES_TOKEN_FILE if postgres else Path(f"{cluster.db}.admin-token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def describe_demo(cluster: LocalCluster, config: TerminalConfig, out: Console) -> None:
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     """`argv` as cli.py was given it (`demo --no-interactive ...`)."""
     _, args, config = cli.tool_arguments("demo", argv)
     stop_on_signals()
-    out = PromptConsole(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return run_demo_on_postgres(args, config, out, err) if args.postgres else run_demo(args, config, out, err)
