@@ -223,24 +223,23 @@ def _max_connections(text: str) -> int:
     return most
 
 
-def _scale(text: str) -> float:
-    try:
-        factor = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not (factor > 0 and math.isfinite(factor)):
-        raise ValueError(f"{text} is not a positive factor")
-    return factor
+def _positive(number: str, positive: str) -> Callable[[str], float]:
+    """A converter to a finite number above 0, whose refusals name what was expected ("a number of seconds")."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {number}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{text} is not {positive}")
+        return value
+
+    return convert
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"{text} is not a positive number of seconds")
-    return seconds
+_scale = _positive("a number", "a positive factor")
+_seconds = _positive("a number of seconds", "a positive number of seconds")
 
 
 def _log_level(text: str) -> str:
