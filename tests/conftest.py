@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,10 +132,8 @@ def cluster_factory(tmp_path: Path, backend: str, request: pytest.FixtureRequest
         cluster.directory.mkdir()
         made.append(cluster)
         cluster.start_name_server()
-        # The servers start side by side: each spends most of its start-up importing and opening the database,
-        # and a suite of hundreds of clusters would otherwise wait for them one after another.
-        with ThreadPoolExecutor(max_workers=max(1, servers)) as starting:
-            list(starting.map(lambda _: cluster.start_server(None, *extra), range(servers)))
+        for _ in range(servers):
+            cluster.start_server(None, *extra)
         return cluster
 
     yield make
