@@ -12,6 +12,7 @@ retry it on another server), and it is logged in aggregate (service/floods.py).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,7 +103,7 @@ class Throttle:
             wait = max(self._connections.wait(connection), self._addresses.wait(address))
         if wait > 0:
             self.floods.note(f"throttled {self.policy.what}", address)
-            raise self.policy.refusal(f"too many {self.policy.what} from {address}; wait {max(wait, 0.1):.1f} s and try again")
+            raise self.policy.refusal(f"too many {self.policy.what} from {address}; wait {math.ceil(wait * 10) / 10:.1f} s and try again")
 
     def charge(self, connection: str, address: str) -> None:
         with self._lock:
